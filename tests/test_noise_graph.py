@@ -8,10 +8,12 @@ from pysedd.errors import UserError
 from pysedd.graph import Absorbing, Uniform, esigm1
 from pysedd.noise import Geometric, LogLinear
 
-torch.set_default_dtype(torch.float64)
 
 
-def teardown_module():
+@pytest.fixture(autouse=True)
+def float64_default():
+    torch.set_default_dtype(torch.float64)
+    yield
     torch.set_default_dtype(torch.float32)
 
 
