@@ -15,7 +15,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml (the demo) is the default; a --configfile replaces it instead of being merged into it, so a full-scale
+# config never inherits the demo's models or datasets.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -102,8 +102,8 @@ rule diversity:
         json=f"{RESULTS}/eval/diversity/{{model}}/{{setting}}.json",
         table=f"{RESULTS}/eval/diversity/{{model}}/{{setting}}.md",
     params:
-        options=config["diversity"],
-        args=flags(config["diversity"]),
+        options=config["diversity"]["window"],
+        args=flags({k: v for k, v in config["diversity"].items() if k != "reference"}),
         code=CODE["eval"],
     log:
         f"{RESULTS}/logs/eval/diversity/{{model}}/{{setting}}.log",
@@ -118,27 +118,40 @@ rule diversity:
         "--out {output.json} --table {output.table} > {log} 2>&1"
 
 
+def diversity_reference():
+    """(prepared directory, split) of the real-text row of Table 4, or None."""
+    name = config["diversity"]["reference"]
+    if name == "none":
+        return None
+    if name == "heldout":
+        return f"{RESULTS}/data/train", "validation"
+    if name not in config["zero_shot"]["datasets"]:
+        raise ValueError(f"config key 'diversity.reference': {name!r} is neither heldout, none nor a zero_shot dataset")
+    return zero_shot_data(name)
+
+
 rule diversity_data:
-    """The diversity of real held-out text, the row the samples are compared with."""
+    """The diversity of real text (held-out or a zero-shot corpus), the row the samples are compared with."""
     input:
-        manifest=rules.prepare_train.output.manifest,
+        manifest=lambda wc: diversity_reference()[0] + "/manifest.json",
     output:
-        json=f"{RESULTS}/eval/diversity/data/heldout.json",
-        table=f"{RESULTS}/eval/diversity/data/heldout.md",
+        json=f"{RESULTS}/eval/diversity/data/{{reference}}.json",
+        table=f"{RESULTS}/eval/diversity/data/{{reference}}.md",
     params:
+        split=lambda wc: diversity_reference()[1],
         options=config["diversity"],
-        args=flags(config["diversity"]),
+        args=flags({k: v for k, v in config["diversity"].items() if k != "reference"}),
         code=CODE["eval"],
     log:
-        f"{RESULTS}/logs/eval/diversity/data.log",
+        f"{RESULTS}/logs/eval/diversity/data-{{reference}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/eval/diversity/data.tsv"
+        f"{RESULTS}/benchmarks/eval/diversity/data-{{reference}}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{PYSEDD} eval diversity --data $(dirname {input.manifest}) --split validation {params.args} "
+        "{PYSEDD} eval diversity --data $(dirname {input.manifest}) --split {params.split} {params.args} "
         "--out {output.json} --table {output.table} > {log} 2>&1"
 
 

@@ -20,7 +20,8 @@ def evaluation_results():
         for s in unconditional_settings(m):
             out += [f"{RESULTS}/eval/gen-ppl/{m}/{s}.json", f"{RESULTS}/eval/diversity/{m}/{s}.json"]
         out += [f"{RESULTS}/eval/mauve/{m}/{s}.json" for s in conditional_settings(m)]
-    out.append(rules.diversity_data.output.json)
+    if diversity_reference() is not None:
+        out.append(f"{RESULTS}/eval/diversity/data/{config['diversity']['reference']}.json")
     out.append(rules.latency.output.json)
     return out
 
