@@ -38,6 +38,7 @@ localrules:
     diversity,
     diversity_data,
     report,
+    models_record,
 
 
 wildcard_constraints:

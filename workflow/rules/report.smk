@@ -8,7 +8,33 @@ TABLES = {
     "table4-diversity": "Table 4: diversity",
     "table5-mauve": "Table 5: MAUVE",
     "table6-continuation-ppl": "Table 6: continuation perplexity",
+    "latency": "Latency table",
 }
+
+
+rule models_record:
+    """results/models.json: the configured models (kind, role, source) in config order, for the report's rows."""
+    output:
+        f"{RESULTS}/models.json",
+    params:
+        models={
+            name: {"kind": m["kind"], "role": m["role"], "source": model_path(name)}
+            for name, m in MODELS.items()
+            if m["role"] == "subject"
+        },
+    log:
+        f"{RESULTS}/logs/models-record.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/models-record.tsv"
+    threads: 1
+    resources:
+        mem_mb=100,
+        runtime=1,
+    run:
+        with open(output[0], "w") as f:
+            json.dump(params.models, f, indent=2)
+        with open(log[0], "w") as f:
+            print(f"{len(params.models)} models", file=f)
 
 
 def evaluation_results():
@@ -28,13 +54,14 @@ def evaluation_results():
 
 rule report:
     input:
+        rules.models_record.output,
         evaluation_results(),
     output:
         markdown=f"{RESULTS}/report.md",
         tables=[
             report(
                 f"{RESULTS}/report/{name}.tsv",
-                caption=f"../report/{name}.rst",
+                caption=f"../report/{'latency' if name == 'latency' else name}.rst",
                 category="Tables",
                 labels={"table": title},
             )
