@@ -8,6 +8,7 @@
 
 See workflow/README.md.
 """
+import os
 import re
 
 from snakemake.utils import min_version
@@ -19,7 +20,7 @@ min_version("9.0")
 # config never inherits the demo's models or datasets.
 if not workflow.overwrite_configfiles:
 
-    configfile: "config.yaml"
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -85,14 +85,14 @@ def _number(value) -> bool:
 def find_stat(data, keys) -> tuple[float, float | None] | None:
     """(mean, std or None) of the first of `keys` found in `data`, breadth-first; None when absent.
 
-    Accepts ``key: number`` (std from ``key_std``), ``key: {"mean": m, "std": s}`` or ``key_mean``/``key_std``."""
+    Accepts ``key: number`` (std from ``key_std``, or ``std_x`` for ``mean_x``), ``key: {"mean": m, "std": s}`` or ``key_mean``/``key_std``."""
     level = [data]
     while level:
         for key in keys:
             for d in level:
                 value = d.get(key)
                 if _number(value):
-                    std = d.get(f"{key}_std")
+                    std = d.get(f"std_{key[5:]}" if key.startswith("mean_") else f"{key}_std")
                     return float(value), float(std) if _number(std) else None
                 if isinstance(value, dict) and _number(value.get("mean")):
                     std = value.get("std")

@@ -42,10 +42,19 @@ def source_hash(patterns):
 CODE = {family: source_hash(patterns) for family, patterns in FAMILY_SOURCES.items()}
 
 
+def canon(value):
+    """A dict with its keys sorted at every level, so reordering keys in the config never looks like a change."""
+    if isinstance(value, dict):
+        return {k: canon(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canon(v) for v in value]
+    return value
+
+
 def flags(options):
-    """Render a dict as CLI flags: {"batch_size": 8, "steps": [1, 2], "ema": True} -> '--batch-size 8 --steps 1 2 --ema'."""
+    """Render a dict as CLI flags in sorted key order: {"steps": [1, 2], "ema": True} -> '--ema --steps 1 2'."""
     parts = []
-    for key, value in options.items():
+    for key, value in sorted(options.items()):
         flag = "--" + key.replace("_", "-")
         if value is None or value is False:
             continue

@@ -14,7 +14,7 @@ rule prepare_train:
     output:
         manifest=f"{RESULTS}/data/train/manifest.json",
     params:
-        corpus=config["data"],
+        corpus=canon(config["data"]),
         seq_len=config["seq_len"],
         tokenizer=config["tokenizer"],
         code=CODE["data"],
@@ -43,7 +43,7 @@ rule prepare_eval:
     output:
         manifest=f"{RESULTS}/data/eval/{{dataset}}/manifest.json",
     params:
-        corpus=lambda wc: config["zero_shot"]["datasets"][wc.dataset],
+        corpus=lambda wc: canon(config["zero_shot"]["datasets"][wc.dataset]),
         seq_len=config["seq_len"],
         tokenizer=config["tokenizer"],
         code=CODE["data"],
@@ -92,7 +92,7 @@ rule prompts:
     output:
         f"{RESULTS}/data/prompts.jsonl",
     params:
-        prompts=config["mauve"]["prompts"],
+        prompts=canon(config["mauve"]["prompts"]),
         length=config["mauve"]["prompt_len"] + config["mauve"]["gen_len"],
         tokenizer=config["tokenizer"],
         code=CODE["data"],

@@ -18,7 +18,7 @@ rule zero_shot:
         model=lambda wc: model_path(wc.model),
         kind=lambda wc: MODELS[wc.model]["kind"],
         split=lambda wc: zero_shot_data(wc.dataset)[1],
-        options=config["zero_shot"]["options"],
+        options=canon(config["zero_shot"]["options"]),
         args=flags(config["zero_shot"]["options"]),
         code=CODE["eval"],
     log:
@@ -52,7 +52,7 @@ rule lm_eval:
         kind=lambda wc: MODELS[wc.model]["kind"],
         tasks=config["lm_eval"]["tasks"],
         data=lambda wc, input: f"--data-dir {input.data}" if input.data else "",
-        options=config["lm_eval"]["options"],
+        options=canon(config["lm_eval"]["options"]),
         args=flags(config["lm_eval"]["options"]),
         code=CODE["eval"],
     log:
@@ -78,7 +78,7 @@ rule gen_ppl:
         table=f"{RESULTS}/eval/gen-ppl/{{model}}/{{setting}}.md",
     params:
         judge=judge_path(),
-        options=config["gen_ppl"],
+        options=canon(config["gen_ppl"]),
         args=flags(config["gen_ppl"]),
         code=CODE["eval"],
     log:
@@ -139,7 +139,7 @@ rule diversity_data:
         table=f"{RESULTS}/eval/diversity/data/{{reference}}.md",
     params:
         split=lambda wc: diversity_reference()[1],
-        options=config["diversity"],
+        options=canon(config["diversity"]),
         args=flags({k: v for k, v in config["diversity"].items() if k != "reference"}),
         code=CODE["eval"],
     log:
@@ -165,7 +165,7 @@ rule mauve:
         table=f"{RESULTS}/eval/mauve/{{model}}/{{setting}}.md",
     params:
         judge=judge_path(),
-        options={k: config["mauve"][k] for k in ("prompt_len", "gen_len", "seeds", "num_buckets")},
+        options=canon({k: config["mauve"][k] for k in ("prompt_len", "gen_len", "seeds", "num_buckets")}),
         args=flags({k: config["mauve"][k] for k in ("prompt_len", "gen_len", "seeds", "num_buckets")}),
         code=CODE["eval"],
     log:
@@ -204,7 +204,7 @@ rule latency:
     params:
         sedd=latency_model("sedd")[0],
         gpt2=latency_model("gpt2")[0],
-        options={k: v for k, v in config["latency"].items() if k not in ("sedd", "gpt2")},
+        options=canon({k: v for k, v in config["latency"].items() if k not in ("sedd", "gpt2")}),
         args=flags({k: v for k, v in config["latency"].items() if k not in ("sedd", "gpt2")}),
         code=CODE["bench"],
     log:

@@ -18,7 +18,7 @@ rule models_record:
         f"{RESULTS}/models.json",
     params:
         models={
-            name: {"kind": m["kind"], "role": m["role"], "source": model_path(name)}
+            name: {"kind": m["kind"], "source": model_path(name)}
             for name, m in MODELS.items()
             if m["role"] == "subject"
         },

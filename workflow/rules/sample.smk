@@ -10,7 +10,7 @@ rule sample:
     params:
         model=lambda wc: model_path(wc.model),
         kind=lambda wc: MODELS[wc.model]["kind"],
-        options=lambda wc: sampling_options(wc.model, wc.setting),
+        options=lambda wc: canon(sampling_options(wc.model, wc.setting)),
         args=lambda wc: flags(sampling_options(wc.model, wc.setting)),
         code=CODE["sample"],
     log:
@@ -52,7 +52,7 @@ rule sample_conditional:
     params:
         model=lambda wc: model_path(wc.model),
         kind=lambda wc: MODELS[wc.model]["kind"],
-        options=lambda wc: conditional_options(wc.model, wc.setting),
+        options=lambda wc: canon(conditional_options(wc.model, wc.setting)),
         args=lambda wc: flags(conditional_options(wc.model, wc.setting)),
         code=CODE["sample"],
     log:

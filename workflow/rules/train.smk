@@ -30,7 +30,7 @@ rule train:
         export=directory(f"{RESULTS}/models/{{model}}/run/export"),
     params:
         kind=lambda wc: MODELS[wc.model]["kind"],
-        train=lambda wc: train_options(wc.model),
+        train=lambda wc: canon(train_options(wc.model)),
         args=lambda wc: flags({k: v for k, v in train_options(wc.model).items() if k != "nproc"}),
         fingerprint=lambda wc: fingerprint(MODELS[wc.model], config["seq_len"], CODE["train"]),
         launcher=train_launcher,
