@@ -56,7 +56,7 @@ def flags(options):
     parts = []
     for key, value in sorted(options.items()):
         flag = "--" + key.replace("_", "-")
-        if value is None or value is False:
+        if value is None or value is False or value == []:
             continue
         if value is True:
             parts.append(flag)
