@@ -1,0 +1,5 @@
+import sys
+
+from pysedd.cli import main
+
+sys.exit(main())
