@@ -9,6 +9,7 @@ from pysedd.errors import UserError
 
 COMMAND_MODULES = (
     "pysedd.commands.prepare",
+    "pysedd.commands.train",
 )
 
 
