@@ -15,13 +15,14 @@ import json
 import math
 import os
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from pysedd.atomic import atomic_write_json, commit_file, remove_stale_temps, temp_path_for
+from pysedd.io import atomic_path, atomic_write_text
 from pysedd.data.corpora import Corpus
 from pysedd.errors import UserError
 
@@ -65,11 +66,6 @@ class _BlockWriter:
             np.asarray(self.pending[: n * self.seq_len], dtype=TOKEN_DTYPE).tofile(self.file)
             del self.pending[: n * self.seq_len]
             self.blocks += n
-
-    def close(self) -> int:
-        """Closes the file and returns the number of dropped remainder tokens."""
-        self.file.close()
-        return len(self.pending)
 
 
 def _file_sha256(path: Path) -> str:
@@ -147,42 +143,48 @@ def prepare_corpus(
 
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the directory is "unfinished"
-    remove_stale_temps(out)
-    stream_tmp = temp_path_for(out / "stream.bin")
-    writer = _BlockWriter(stream_tmp, seq_len, tokenizer.eos_id)
-    rows_digest = hashlib.sha256()
-    n_rows = 0
-    bar = tqdm(total=corpus.total, unit="rows", desc=f"tokenising {corpus.name}", disable=not progress)
-    try:
-        batch: list[str] = []
-        for text in corpus.texts():
-            batch.append(text)
-            if len(batch) == batch_rows:
-                _flush(batch, tokenizer, writer, rows_digest, bar)
-                n_rows += len(batch)
-                batch = []
-        _flush(batch, tokenizer, writer, rows_digest, bar)
-        n_rows += len(batch)
-        dropped = writer.close()
-    except BaseException:
-        writer.file.close()
-        stream_tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        bar.close()
+    for stale in out.glob(".*.tmp"):  # temp files of a killed earlier run
+        stale.unlink()
+    with ExitStack() as files:  # every output is a temp file until the block ends without an exception
+        stream_tmp = files.enter_context(atomic_path(out / f"{split_name}.bin"))
+        writer = _BlockWriter(stream_tmp, seq_len, tokenizer.eos_id)
+        rows_digest = hashlib.sha256()
+        n_rows = 0
+        with writer.file, tqdm(total=corpus.total, unit="rows", desc=f"tokenising {corpus.name}",
+                               disable=not progress) as bar:
+            batch: list[str] = []
+            for text in corpus.texts():
+                batch.append(text)
+                if len(batch) == batch_rows:
+                    _flush(batch, tokenizer, writer, rows_digest, bar)
+                    n_rows += len(batch)
+                    batch = []
+            _flush(batch, tokenizer, writer, rows_digest, bar)
+            n_rows += len(batch)
+        dropped = len(writer.pending)
 
-    total_tokens = writer.blocks * seq_len + dropped
-    if writer.content_tokens == 0:
-        stream_tmp.unlink(missing_ok=True)
-        raise UserError(f"corpus {corpus.name!r} is empty: {n_rows} rows and no text")
-    n_val = math.ceil(val_fraction * writer.blocks) if val_fraction > 0 else 0
-    if writer.blocks - n_val < 1 or (val_fraction > 0 and writer.blocks < 2):
-        stream_tmp.unlink(missing_ok=True)
-        raise UserError(
-            f"corpus {corpus.name!r} is too short: {total_tokens} tokens (with EOS) give {writer.blocks} block(s) of "
-            f"{seq_len}, need at least {2 if val_fraction > 0 else 1}; use a smaller --seq-len or more text"
-        )
-    splits = _split_tail(out, stream_tmp, seq_len, writer.blocks, n_val, split_name)
+        total_tokens = writer.blocks * seq_len + dropped
+        if writer.content_tokens == 0:
+            raise UserError(f"corpus {corpus.name!r} is empty: {n_rows} rows and no text")
+        n_val = math.ceil(val_fraction * writer.blocks) if val_fraction > 0 else 0
+        if writer.blocks - n_val < 1 or (val_fraction > 0 and writer.blocks < 2):
+            raise UserError(
+                f"corpus {corpus.name!r} is too short: {total_tokens} tokens (with EOS) give {writer.blocks} block(s) "
+                f"of {seq_len}, need at least {2 if val_fraction > 0 else 1}; use a smaller --seq-len or more text"
+            )
+        split_files = {split_name: (stream_tmp, writer.blocks - n_val)}
+        if n_val:  # move the tail of the stream into validation.bin
+            val_tmp = files.enter_context(atomic_path(out / "validation.bin"))
+            cut = (writer.blocks - n_val) * seq_len * np.dtype(TOKEN_DTYPE).itemsize
+            with open(stream_tmp, "rb") as src, open(val_tmp, "wb") as dst:
+                src.seek(cut)
+                shutil.copyfileobj(src, dst)
+            os.truncate(stream_tmp, cut)
+            split_files["validation"] = (val_tmp, n_val)
+        splits = {
+            split: {"file": f"{split}.bin", "blocks": blocks, "tokens": blocks * seq_len, "sha256": _file_sha256(tmp)}
+            for split, (tmp, blocks) in split_files.items()
+        }
     manifest = {
         "format": FORMAT,
         "pysedd_version": pysedd.__version__,
@@ -196,7 +198,7 @@ def prepare_corpus(
         "tokens_dropped": dropped,
         "splits": splits,
     }
-    atomic_write_json(out / MANIFEST, manifest)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
@@ -208,25 +210,6 @@ def _flush(batch, tokenizer, writer, rows_digest, bar) -> None:
         rows_digest.update(b"\x00")  # row separator so that ["ab"] and ["a", "b"] differ
     writer.add(tokenizer.encode_batch(batch))
     bar.update(len(batch))
-
-
-def _split_tail(out: Path, stream_tmp: Path, seq_len: int, n_blocks: int, n_val: int, split_name: str) -> dict:
-    """Moves the last n_val blocks of the stream file into validation.bin and renames the rest; returns split infos."""
-    block_bytes = seq_len * np.dtype(TOKEN_DTYPE).itemsize
-    files = {split_name: (stream_tmp, n_blocks - n_val)}
-    if n_val:
-        val_tmp = temp_path_for(out / "validation.bin")
-        with open(stream_tmp, "rb") as src, open(val_tmp, "wb") as dst:
-            src.seek((n_blocks - n_val) * block_bytes)
-            shutil.copyfileobj(src, dst)
-        os.truncate(stream_tmp, (n_blocks - n_val) * block_bytes)
-        files["validation"] = (val_tmp, n_val)
-    splits = {}
-    for split, (tmp, blocks) in files.items():
-        final = out / f"{split}.bin"
-        splits[split] = {"file": final.name, "blocks": blocks, "tokens": blocks * seq_len, "sha256": _file_sha256(tmp)}
-        commit_file(tmp, final)
-    return splits
 
 
 class PackedDataset(torch.utils.data.Dataset):

@@ -48,16 +48,14 @@ class GPT2Objective(nn.Module):
 
 
 def sedd_config(size: str, seq_len: int, graph: str = "absorb", noise: str = "loglinear", dropout: float | None = None):
-    """The SEDDConfig preset ``size`` with the data's sequence length, the chosen graph/noise and optional dropout."""
+    """SEDDConfig preset ``size`` (uniform graph → no scale_by_sigma) with the data's sequence length, the chosen
+    noise schedule and optional dropout."""
     from pysedd.config import SEDDConfig
 
-    cfg = SEDDConfig.preset(size)
-    model_cfg = dataclasses.replace(cfg.model, length=seq_len, **({} if dropout is None else {"dropout": dropout}))
-    if graph == "uniform":  # the reference's uniform recipe: geometric noise, no scale_by_sigma
-        model_cfg = dataclasses.replace(model_cfg, scale_by_sigma=False)
-    graph_cfg = dataclasses.replace(cfg.graph, type=graph)
-    noise_cfg = dataclasses.replace(cfg.noise, type=noise)
-    return dataclasses.replace(cfg, model=model_cfg, graph=graph_cfg, noise=noise_cfg)
+    cfg = SEDDConfig.preset(size, graph=graph, length=seq_len, **({} if dropout is None else {"dropout": dropout}))
+    cfg.noise = dataclasses.replace(cfg.noise, type=noise)
+    cfg.validate()
+    return cfg
 
 
 def gpt2_config(size: str, seq_len: int, dropout: float | None = None):
@@ -110,4 +108,4 @@ def build_objective(cfg, seq_len: int) -> nn.Module:
         model = SEDD(config)
     if config.model.length < seq_len:
         raise UserError(f"the SEDD model handles {config.model.length} positions < seq_len {seq_len}")
-    return SEDDObjective(model, get_graph(config.graph, config.tokens), get_noise(config.noise))
+    return SEDDObjective(model, get_graph(config.graph.type, config.tokens), get_noise(config.noise))

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pysedd.atomic import atomic_write_json, atomic_open
+from pysedd.io import atomic_write_text
 from pysedd.data import PackedDataset
 from pysedd.errors import UserError
 from pysedd.train import checkpoint as ckpt
@@ -136,8 +136,7 @@ class _Metrics:
         if self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and _json_step(line) is not None and _json_step(line) <= resume_step]
-            with atomic_open(self.path, "w") as f:
-                f.write("".join(line + "\n" for line in kept))
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         self.file = open(self.path, "a", buffering=1)
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -295,7 +294,7 @@ class Trainer:
         cfg = self.cfg
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.out / "config.json", cfg.to_dict())
+            atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         self.resume()
         wrapped = self.objective
         if self.dist.world > 1:
