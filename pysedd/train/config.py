@@ -13,16 +13,18 @@ from pathlib import Path
 from pysedd.errors import UserError
 
 MODELS = ("sedd", "gpt2")
-SIZES = ("tiny", "small", "medium")
 
 
 @dataclass
 class TrainConfig:
     model: str = "sedd"  # sedd | gpt2 (transformers GPT2LMHeadModel of the same width and depth)
-    size: str = "tiny"  # tiny | small | medium (SEDDConfig presets; paper: small 768x12, medium 1024x24)
+    size: str = "tiny"  # a SEDDConfig preset: tiny, mini, small (paper: 768x12), medium (1024x24), large-1.45b
     graph: str = "absorb"  # SEDD only: absorb | uniform
     noise: str = "loglinear"  # SEDD only: loglinear | geometric
-    dropout: float | None = None  # None: the preset's (0.1 for small/medium)
+    dropout: float | None = None  # None: the preset's (0.1)
+    hidden_size: int | None = None  # None: the preset's; set these three for custom (e.g. test-sized) models
+    n_blocks: int | None = None
+    n_heads: int | None = None
     init_from: str | None = None  # start from pretrained weights: a directory or hub id (gpt2, louaaron/sedd-small)
     data: str = ""  # directory written by `pysedd prepare`
     train_split: str = "train"
@@ -55,6 +57,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.model not in MODELS:
             raise UserError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        from pysedd.config import PRESETS as SIZES
+
         if self.size not in SIZES:
             raise UserError(f"size must be one of {', '.join(SIZES)}, got {self.size!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -67,6 +71,11 @@ class TrainConfig:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.lr > 0 and self.grad_clip > 0 and 0 <= self.ema_decay < 1):
             raise UserError("lr and grad_clip must be positive and ema_decay in [0, 1)")
+
+    def model_overrides(self) -> dict:
+        """The ModelConfig fields this config changes relative to the size preset."""
+        names = ("dropout", "hidden_size", "n_blocks", "n_heads")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def accumulation(self, world_size: int) -> tuple[int, int]:
         """(micro batch per process, accumulation steps) giving exactly ``batch_size`` sequences per step."""

@@ -47,29 +47,27 @@ class GPT2Objective(nn.Module):
         self.model.save_pretrained(directory)
 
 
-def sedd_config(size: str, seq_len: int, graph: str = "absorb", noise: str = "loglinear", dropout: float | None = None):
+def sedd_config(size: str, seq_len: int, graph: str = "absorb", noise: str = "loglinear", **model_overrides):
     """SEDDConfig preset ``size`` (uniform graph → no scale_by_sigma) with the data's sequence length, the chosen
-    noise schedule and optional dropout."""
+    noise schedule and optional ModelConfig overrides (dropout, hidden_size, ...)."""
     from pysedd.config import SEDDConfig
 
-    cfg = SEDDConfig.preset(size, graph=graph, length=seq_len, **({} if dropout is None else {"dropout": dropout}))
+    cfg = SEDDConfig.preset(size, graph=graph, length=seq_len, **model_overrides)
     cfg.noise = dataclasses.replace(cfg.noise, type=noise)
     cfg.validate()
     return cfg
 
 
-def gpt2_config(size: str, seq_len: int, dropout: float | None = None):
-    """A GPT2Config with the width, depth and heads of SEDD's ``size`` preset (small = GPT-2 small 768×12×12,
-    medium = GPT-2 medium 1024×24×16) and ``n_positions`` = seq_len."""
+def gpt2_config(size: str, seq_len: int, **model_overrides):
+    """A GPT2Config with the width, depth, heads and dropout of SEDD's ``size`` preset (small = GPT-2 small
+    768×12×12, medium = GPT-2 medium 1024×24×16), ``n_positions`` = seq_len and GPT-2's vocabulary."""
     from transformers import GPT2Config
 
-    from pysedd.config import SEDDConfig
     from pysedd.tokenizer import EOS_ID, VOCAB_SIZE
 
-    m = SEDDConfig.preset(size).model
-    p = m.dropout if dropout is None else dropout
+    m = sedd_config(size, seq_len, **model_overrides).model
     return GPT2Config(vocab_size=VOCAB_SIZE, n_positions=seq_len, n_embd=m.hidden_size, n_layer=m.n_blocks,
-                      n_head=m.n_heads, resid_pdrop=p, embd_pdrop=p, attn_pdrop=p,
+                      n_head=m.n_heads, resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=m.dropout,
                       bos_token_id=EOS_ID, eos_token_id=EOS_ID)
 
 
@@ -93,7 +91,7 @@ def build_objective(cfg, seq_len: int) -> nn.Module:
         else:
             from transformers import GPT2LMHeadModel
 
-            model = GPT2LMHeadModel(gpt2_config(cfg.size, seq_len, cfg.dropout))
+            model = GPT2LMHeadModel(gpt2_config(cfg.size, seq_len, **cfg.model_overrides()))
         return GPT2Objective(model)
 
     from pysedd.graph import get_graph
@@ -104,7 +102,7 @@ def build_objective(cfg, seq_len: int) -> nn.Module:
         model = SEDD.from_pretrained(cfg.init_from)
         config = model.config
     else:
-        config = sedd_config(cfg.size, seq_len, cfg.graph, cfg.noise, cfg.dropout)
+        config = sedd_config(cfg.size, seq_len, cfg.graph, cfg.noise, **cfg.model_overrides())
         model = SEDD(config)
     if config.model.length < seq_len:
         raise UserError(f"the SEDD model handles {config.model.length} positions < seq_len {seq_len}")

@@ -211,6 +211,8 @@ class Trainer:
         if state["samples_seen"] != state["step"] * self.cfg.batch_size or state["seed"] != self.cfg.seed:
             raise UserError(f"{state['path']} was written with a different batch_size or seed; use a new --out")
         self.step = state["step"]
+        if self.dist.main:
+            print(f"pysedd train: resumed from {state['path']} (step {self.step})", file=sys.stderr)
 
     def save(self) -> None:
         if self.dist.main:
