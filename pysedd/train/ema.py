@@ -25,9 +25,8 @@ class EMA:
     @torch.no_grad()
     def update(self) -> None:
         self.num_updates += 1
-        one_minus_decay = 1.0 - self.decay_at(self.num_updates)
-        for shadow, param in zip(self.shadow, self.params):
-            shadow.sub_(one_minus_decay * (shadow - param.detach()))
+        # shadow + (1 - decay)·(param − shadow), one fused pass over all tensors
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - self.decay_at(self.num_updates))
 
     @contextmanager
     def swapped_in(self) -> Iterator[None]:

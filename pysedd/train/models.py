@@ -39,9 +39,11 @@ class GPT2Objective(nn.Module):
         self.model = model
 
     def forward(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        logits = self.model(input_ids=x0).logits[:, :-1].float()
-        nll = nn.functional.cross_entropy(logits.transpose(1, 2), x0[:, 1:], reduction="none")
-        return nll.sum(dim=1)
+        logits = self.model(input_ids=x0).logits[:, :-1]
+        targets = x0[:, 1:]
+        nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                                          reduction="none")
+        return nll.view_as(targets).sum(dim=1)
 
     def save_pretrained(self, directory: str | Path) -> None:
         self.model.save_pretrained(directory)

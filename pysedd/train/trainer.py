@@ -189,7 +189,7 @@ class Trainer:
         self.objective = build_objective(cfg, self.seq_len).to(self.dist.device)
         self.model = self.objective.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                                           weight_decay=cfg.weight_decay)
+                                           weight_decay=cfg.weight_decay, fused=True)  # one kernel, CPU and GPU
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, cfg.warmup_steps))
         self.ema = EMA(self.model.parameters(), cfg.ema_decay)
