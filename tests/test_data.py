@@ -8,7 +8,9 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 
+from pysedd.cli import main
 from pysedd.data import PackedDataset, detokenizer_for, file_rows, open_corpus, pack_token_rows, prepare_corpus
 from pysedd.data.packing import read_manifest
 from pysedd.errors import UserError
@@ -42,12 +44,12 @@ def test_pack_token_rows_hand_computed():
 def test_prepare_hand_computed(tmp_path, tok):
     src = write(tmp_path / "c.txt", "Hello world\nHello world\n\nHello world\n")
     manifest = prepare_corpus(open_corpus(paths=[src]), tmp_path / "out", tok, seq_len=4, progress=False)
-    # rows: "Hello world", "Hello world", "", "Hello world" → H w E H w E E H w E (10 tokens) → 2 blocks, 2 dropped
-    stream = HELLO + [EOS] + HELLO + [EOS, EOS] + HELLO + [EOS]
+    # rows: three "Hello world" (the blank line is no row) → H w E H w E H w E (9 tokens) → 2 blocks, 1 dropped
+    stream = (HELLO + [EOS]) * 3
     ds = PackedDataset(tmp_path / "out", "train", verify="sha256")
     assert len(ds) == 2 and ds.batch([0, 1]).tolist() == [stream[:4], stream[4:8]]
-    assert ds[1].dtype.is_floating_point is False and ds[1].dtype.itemsize == 8
-    assert manifest["tokens_total"] == 10 and manifest["tokens_dropped"] == 2 and manifest["rows"] == 4
+    assert ds[1].dtype == torch.int64
+    assert manifest["tokens_total"] == 9 and manifest["tokens_dropped"] == 1 and manifest["rows"] == 3
     assert manifest["request"]["source"]["files"][str(src)] == __import__("hashlib").sha256(src.read_bytes()).hexdigest()
     assert manifest["request"]["tokenizer"] == tok.fingerprint
     assert (tmp_path / "out" / "train.bin").stat().st_size == 2 * 4 * 2  # uint16
@@ -119,7 +121,7 @@ def test_truncated_bin_is_detected(tmp_path, tok):
 
 # ---- bad inputs --------------------------------------------------------------------------------------------------
 
-def test_bad_inputs(tmp_path, tok):
+def test_bad_inputs(tmp_path, tok, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"caf\xe9 latin-1\n")
     with pytest.raises(UserError, match=r"not UTF-8.*0xe9 at offset 3"):
@@ -134,6 +136,9 @@ def test_bad_inputs(tmp_path, tok):
         open_corpus("wikitxt")
     with pytest.raises(UserError, match="does not exist"):
         open_corpus(paths=[tmp_path / "missing.txt"])
+    assert main(["prepare", "--path", str(bad), "--out", str(tmp_path / "o5")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"pysedd: error: {bad} is not UTF-8 text: invalid byte 0xe9 at offset 3"
     j = write(tmp_path / "x.jsonl", '{"text": "ok"}\n{"body": "no text field"}\n')
     with pytest.raises(UserError, match=r"x.jsonl:2: expected an object with a string field 'text'"):
         list(file_rows(j))

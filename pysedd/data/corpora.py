@@ -86,7 +86,7 @@ def _jsonl_rows(path: Path, field: str) -> Iterator[str]:
 def file_rows(path: str | Path, line_format: str = "lines", field: str = "text") -> Iterator[str]:
     """Rows of one local file.
 
-    line_format: 'lines' (one row per line, without its newline), 'document' (the whole file is one row),
+    line_format: 'lines' (one row per non-blank line, without its newline), 'document' (the whole file is one row),
     'wikitext' (lines keep their "\\n", whitespace-only lines become "" as in the hub dataset),
     'stripped-lines' (each line stripped, as the hub PTB/1BW builders did) or 'jsonl' (field ``field`` of each line).
     A .jsonl suffix always means 'jsonl'.
@@ -104,8 +104,8 @@ def file_rows(path: str | Path, line_format: str = "lines", field: str = "text")
         yield from (line if line.strip() else "" for line in text.splitlines(keepends=True))
     elif line_format == "stripped-lines":
         yield from (line.strip() for line in text.splitlines())
-    elif line_format == "lines":
-        yield from text.splitlines()
+    elif line_format == "lines":  # blank lines carry no text: they do not become rows (nor lone EOS tokens)
+        yield from (line for line in text.splitlines() if line.strip())
     else:
         raise UserError(f"unknown line format {line_format!r}; use lines, document, wikitext, stripped-lines or jsonl")
 
