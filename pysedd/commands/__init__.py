@@ -1,0 +1,1 @@
+"""Subcommands of the `pysedd` CLI, one module each."""
