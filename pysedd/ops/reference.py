@@ -78,13 +78,6 @@ def reverse_weights(log_score, x, coef, predictor: str, absorb: bool) -> torch.T
     raise ValueError(f"unknown predictor {predictor!r}")
 
 
-def sample_categorical(weights: torch.Tensor, generator=None) -> torch.Tensor:
-    """Exponential race argmax_k w_k / E_k with E = -log U in float64 (P(k) = w_k^+ / sum w^+)."""
-    u = torch.rand(weights.shape, dtype=torch.float64, device=weights.device, generator=generator)
-    keys = weights.double().clamp_min(0.0) / -torch.log(u.clamp_min(1e-300))
-    return keys.argmax(-1)
-
-
 def absorb_raw_loss_grad_(logits, x0, row_weight, n_real: int) -> torch.Tensor:
     """Fused-output-layer row step (absorb, raw logits under scale_by_sigma): returns the per-row loss
     w*[(1/N) sum_{y<N} e^{raw_y} - raw_x0 + log N - 1] (fp32) and overwrites logits with its gradient

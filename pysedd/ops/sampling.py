@@ -3,6 +3,7 @@ import torch
 
 import pysedd.ops as ops
 from pysedd.ops import reference
+from pysedd.sampling.weights import sample_categorical
 
 PREDICTORS = {"euler": 0, "analytic": 1, "denoise": 2}
 
@@ -23,8 +24,8 @@ def reverse_step(graph, log_score, x, coef, predictor, frozen=None, generator=No
     if ops.kernel_available(log_score) and log_score.dim() == 3:
         device = generator.device if generator is not None else "cpu"
         seed, offset = torch.randint(0, 2**62, (2,), generator=generator, device=device).tolist()
-        return torch.ops.pysedd.reverse_step(log_score, x, coef, frozen, 0 if graph.absorb else 1,
+        return torch.ops.pysedd.reverse_step(log_score, x.long(), coef, frozen, 0 if graph.absorb else 1,
                                              PREDICTORS[predictor], seed, offset % 2**32)
     weights = reference.reverse_weights(log_score, x, coef, predictor, graph.absorb)
-    new = reference.sample_categorical(weights, generator)
+    new = sample_categorical(weights, generator)
     return new if frozen is None else torch.where(frozen, x, new)
