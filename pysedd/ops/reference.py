@@ -21,7 +21,7 @@ def _work_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 def score_entropy(log_score, sigma, xt, x0, absorb: bool) -> torch.Tensor:
-    """Per-position score entropy [B, L] in the stable phi-form.
+    """Per-position score entropy [B, L] (float32, or float64 for float64 input) in the stable phi-form.
 
     absorb (V = N + 1, MASK = N): l = sum_{y<N, y!=x0} e^{s_y} + r*phi(s_x0 - log r), r = 1/e, at masked
     positions and 0 elsewhere. uniform (V = N): l = (1/N) sum_{y!=x} r_y*phi(s_y - log r_y) with
@@ -35,14 +35,14 @@ def score_entropy(log_score, sigma, xt, x0, absorb: bool) -> torch.Tensor:
         rest = s[..., :N].exp().scatter(-1, x0[..., None], 0.0).sum(-1)
         r = 1.0 / e
         loss = rest + r * _phi(s_x0 - torch.log(r))
-        return torch.where(xt == N, loss, torch.zeros_like(loss)).float()
+        return torch.where(xt == N, loss, torch.zeros_like(loss))
     N = V
     same = (xt == x0)[..., None]
     r = torch.where(same, e[..., None] / (e[..., None] + N), torch.ones_like(s))
     r_x0 = torch.where(same.squeeze(-1), r[..., 0], 1.0 + N / e)
     r = r.scatter(-1, x0[..., None], r_x0[..., None])
     terms = (r * _phi(s - torch.log(r))).scatter(-1, xt[..., None], 0.0)
-    return (terms.sum(-1) / N).float()
+    return terms.sum(-1) / N
 
 
 def reverse_weights(log_score, x, coef, predictor: str, absorb: bool) -> torch.Tensor:
