@@ -52,7 +52,11 @@ if HAS_EXT:
     def _sew_backward(ctx, grad_loss, grad_grad):
         _no_grad_for(ctx, {3: "sigma", 4: "row_weight"})
         (g,) = ctx.saved_tensors
-        grad_ls = (g * grad_loss).to(g.dtype) if ctx.needs_input_grad[0] else None
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        if not torch.compiler.is_compiling() and grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:
+            return g, None, None, None, None, None  # loss.backward(): the stored gradient as is, no extra pass
+        grad_ls = (g * grad_loss).to(g.dtype)
         return grad_ls, None, None, None, None, None
 
     torch.library.register_autograd("pysedd::score_entropy_weighted", _sew_backward, setup_context=_sew_setup)
