@@ -54,7 +54,8 @@ if HAS_EXT:
         (g,) = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None
-        if not torch.compiler.is_compiling() and grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:
+        eager = type(grad_loss) is torch.Tensor and not torch.compiler.is_compiling()  # not fake/traced
+        if eager and grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:
             return g, None, None, None, None, None  # loss.backward(): the stored gradient as is, no extra pass
         grad_ls = (g * grad_loss).to(g.dtype)
         return grad_ls, None, None, None, None, None
