@@ -39,7 +39,8 @@ def test_absorb_step_samplers_draw_the_exact_distribution(oracle_cls, predictor,
     out = pc_sample(oracle_cls(p), Absorbing(N), LogLinear(), DRAWS, L, steps, predictor, seed=3)
     assert (out.samples < N).all()
     assert joint_pvalue(out.samples, p) > 1e-3
-    assert out.nfe == steps + 1 and out.tokens == DRAWS * L and out.wall_time > 0
+    # calls stop once nothing is masked (the remaining steps could change nothing)
+    assert out.nfe <= steps + 1 and out.tokens == DRAWS * L and out.wall_time > 0
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -62,7 +63,7 @@ def test_uniform_analytic_sampler_draws_the_exact_distribution():
 def test_uniform_euler_sampler_converges_to_the_distribution():
     """Euler is first order: with many steps its marginals are close to the truth (not exact at finite steps)."""
     p = random_factorised(L, N, seed=3)
-    out = pc_sample(FactorisedUniformOracle(p), Uniform(N), Geometric(), DRAWS, L, 256, "euler", seed=6)
+    out = pc_sample(FactorisedUniformOracle(p), Uniform(N), Geometric(), DRAWS, L, 128, "euler", seed=6)
     freq = torch.stack([torch.bincount(out.samples[:, l], minlength=N) for l in range(L)]).double() / DRAWS
     assert (freq - p).abs().max() < 0.03
 
@@ -162,8 +163,8 @@ def test_cache_never_changes_the_result(predictor):
     runs = {mode: pc_sample(FactorisedAbsorbOracle(p), Absorbing(N), LogLinear(), 3, 4, 64, predictor, cache=mode, seed=9)
             for mode in ("off", "exact")}
     assert torch.equal(runs["off"].samples, runs["exact"].samples)
-    assert runs["off"].nfe == 65 and runs["exact"].nfe < 30
-    assert runs["exact"].nfe + runs["exact"].cache_hits == 65
+    assert runs["exact"].nfe < runs["off"].nfe / 2
+    assert runs["exact"].nfe + runs["exact"].cache_hits == runs["off"].nfe
     # and it is not vacuous: a changed input is never served from the cache
     model = FactorisedAbsorbOracle(p)
     pc_sample(model, Absorbing(N), LogLinear(), 3, 4, 64, predictor, cache="exact", seed=9)
@@ -176,7 +177,7 @@ def test_cache_modes_on_a_sigma_conditioned_model():
     with pytest.raises(UserError, match="time_independent"):
         pc_sample(model, Absorbing(11), LogLinear(), 2, 6, 32, cache="exact")
     out = pc_sample(model, Absorbing(11), LogLinear(), 2, 6, 200, cache="approximate", seed=0)
-    assert out.nfe < 40 and out.nfe + out.cache_hits == 201 and (out.samples < 11).all()
+    assert out.nfe < 40 and out.cache_hits > 100 and out.nfe + out.cache_hits <= 201 and (out.samples < 11).all()
     with pytest.raises(UserError, match="absorbing"):
         pc_sample(tiny_sedd(graph="uniform"), Uniform(11), Geometric(), 2, 6, 4, cache="approximate")
 

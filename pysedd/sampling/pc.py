@@ -27,7 +27,7 @@ from ..graph import Graph, esigm1
 from ..noise import Noise
 from .conditioning import Conditioning, clamp, resolve
 from .result import EOS_ID, SampleOutput, Stopwatch, eos_lengths
-from .step import reverse_step
+from .step import RowScores, kernel_enabled, reverse_step
 
 PREDICTORS = ("euler", "analytic")
 CACHE_MODES = ("off", "exact", "approximate")
@@ -67,6 +67,10 @@ class ScoreCache:
         if (self.time_independent or mode == "approximate") and graph.absorb and not self.scaled:
             raise UserError("caching on the absorbing graph needs model.scale_by_sigma = True (a log-score of the "
                             "form network - log(e^sigma - 1) - log N)")
+        # absorb without the kernel: project only the masked positions through the output layer
+        self.rows_only = graph.absorb and hasattr(model, "hidden_states") and hasattr(model, "head") and \
+            not kernel_enabled(model_device(model))
+        self.mask_index = graph.mask_index if graph.absorb else None
         self.nfe = self.hits = 0
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (x, log_score, sigma_eval)
 
@@ -76,13 +80,21 @@ class ScoreCache:
             self.hits += 1
             _, log_score, sigma_eval = self._last
         else:
-            log_score = self.model(x, sigma_eval.float())
+            log_score = self._evaluate(x, sigma_eval.float())
             self.nfe += 1
             if self.mode != "off":
                 self._last = (x.clone(), log_score, sigma_eval)
         if sigma_eval is sigma or not self.scaled:
             return log_score, None
         return log_score, esigm1(sigma_eval) / esigm1(sigma)
+
+
+    def _evaluate(self, x: torch.Tensor, sigma: torch.Tensor):
+        if not self.rows_only:
+            return self.model(x, sigma)
+        rows = (x == self.mask_index).nonzero(as_tuple=True)
+        h = self.model.hidden_states(x, sigma)[rows]
+        return RowScores(rows, self.model.head(h[:, None], x[rows][:, None], sigma[rows[0]])[:, 0])
 
 
 def rescale_coef(coef: torch.Tensor, k: torch.Tensor | None, predictor: str) -> torch.Tensor:
@@ -135,6 +147,8 @@ def pc_sample(
     dt = (1.0 - eps) / steps
     for i in range(steps):
         x = clamp(x, fixed, values)
+        if graph.absorb and not bool((x == graph.mask_index).any()):
+            break  # nothing left to unmask: the remaining steps, and their network calls, would change nothing
         t = timesteps[i].expand(batch_size)
         sigma, rate = noise(t)
         if predictor == "euler":
@@ -143,7 +157,7 @@ def pc_sample(
             coef = sigma - noise.total_noise((t - dt).clamp_min(0.0))
         log_score, k = scorer(x, sigma)
         x = reverse_step(graph, log_score, x, rescale_coef(coef, k, predictor), predictor, fixed, generator)
-    if denoise:
+    if denoise and not (graph.absorb and not bool((x == graph.mask_index).any())):
         x = clamp(x, fixed, values)
         sigma = noise.total_noise(timesteps[-1].expand(batch_size))
         log_score, k = scorer(x, sigma)
