@@ -10,6 +10,10 @@ from .errors import UserError
 
 COMMAND_MODULES = (
     "pysedd.commands.demo",
+    "pysedd.commands.prepare",
+    "pysedd.commands.train",
+    "pysedd.commands.sample",
+    "pysedd.commands.bench",
     "pysedd.commands.report",
 )
 
