@@ -299,7 +299,11 @@ def latency_table(results: Path) -> Table:
         latency = find_stat(r, ("mean_latency", "latency"))
         throughput = find_stat(r, ("mean_throughput", "throughput", "tokens_per_s"))
         speedup = (f"{ar_latency[0] / latency[0]:.2f}×" if latency and ar_latency and latency[0] > 0 else MISSING)
+        if r in ar:
+            speedup = "1.00×"
         label = str(r.get("label", r.get("model", r.get("kind", "?"))))
+        if r.get("sampler"):
+            label += f" ({r['sampler']})"
         steps = r.get("steps")
         table.rows.append((label, [str(steps) if steps is not None else MISSING, fmt(latency, 3),
                                    fmt(throughput, 1), speedup]))

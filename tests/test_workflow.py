@@ -192,7 +192,7 @@ def fake_results(root: Path) -> None:
     _write(root / "eval/mauve/gpt2/gen.json", {"mauve_mean": 0.95, "mauve_std": 0.01, "continuation_ppl": 25.0})
     _write(root / "bench/latency.json", {"results": [
         {"model": "gpt2", "steps": None, "mean_latency": 9.0, "std_latency": 0.1, "mean_throughput": 113.8},
-        {"model": "sedd", "steps": 64, "mean_latency": 2.0, "std_latency": 0.05, "mean_throughput": 512.0}]})
+        {"model": "sedd", "sampler": "analytic", "steps": 64, "mean_latency": 2.0, "std_latency": 0.05, "mean_throughput": 512.0}]})
 
 
 def test_report_contains_every_table(tmp_path):
@@ -221,7 +221,7 @@ def test_report_contains_every_table(tmp_path):
     assert t5.columns == ["gen-100", "gen-1024"]
     assert t5.rows == [("sedd", ["0.912 ± 0.011", "0.875 ± 0.011"]), ("gpt2", ["0.950 ± 0.010", "0.950 ± 0.010"])]
     assert by_name["table6-continuation-ppl"].rows[1] == ("gpt2", ["25.00", "25.00"])
-    assert by_name["latency"].rows[1] == ("sedd", ["64", "2.000 ± 0.050", "512.0", "4.50×"])
+    assert by_name["latency"].rows[1] == ("sedd (analytic)", ["64", "2.000 ± 0.050", "512.0", "4.50×"])
     assert (tmp_path / "tables" / "table4-diversity.tsv").read_text().startswith("model\tunique unigrams")
 
 

@@ -196,6 +196,7 @@ rule latency:
         gpt2=latency_model("gpt2")[1],
     output:
         json=f"{RESULTS}/bench/latency.json",
+        table=f"{RESULTS}/bench/latency.md",
         plot=report(
             f"{RESULTS}/bench/latency.png",
             caption="../report/latency.rst",
@@ -218,4 +219,4 @@ rule latency:
         gpu=config["gpus_per_job"],
     shell:
         "{PYSEDD} bench latency --sedd {params.sedd} --gpt2 {params.gpt2} {params.args} "
-        "--out {output.json} --plot {output.plot} > {log} 2>&1"
+        "--out {output.json} --table {output.table} --plot {output.plot} > {log} 2>&1"
