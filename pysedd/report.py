@@ -24,11 +24,11 @@ from .io import atomic_write_text
 
 MISSING = "–"
 # metric names, most specific first
-PPL_KEYS = ("ppl_mean_then_exp", "perplexity_mean_then_exp", "ppl", "perplexity")
+PPL_KEYS = ("mean_then_exp", "ppl_mean_then_exp", "ppl", "perplexity")
 GEN_PPL_KEYS = ("gen_ppl", "generative_perplexity", "ppl", "perplexity")
-ENTROPY_KEYS = ("entropy", "unigram_entropy", "mean_entropy")
+ENTROPY_KEYS = ("unigram_entropy", "entropy", "mean_entropy")
 UNIQUE_KEYS = ("unique_unigram_fraction", "unique_unigrams", "unique_fraction", "unique_unigram")
-REP_KEYS = ("repetition_rate", "rep100", "rep_100", "repetition")
+REP_KEYS = ("repetition_rate_100", "repetition_rate", "rep100", "rep_100", "repetition")
 MAUVE_KEYS = ("mauve",)
 CONT_PPL_KEYS = ("continuation_ppl", "continuation_perplexity", "cont_ppl")
 BOUND_KEYS = ("bound", "upper_bound", "is_bound", "elbo")
@@ -82,6 +82,18 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _children(level: list[dict]) -> list[dict]:
+    """The dicts one level down: dict values and the dicts inside list values (a result may list its entries)."""
+    out = []
+    for d in level:
+        for v in d.values():
+            if isinstance(v, dict):
+                out.append(v)
+            elif isinstance(v, list):
+                out += [x for x in v if isinstance(x, dict)]
+    return out
+
+
 def find_stat(data, keys) -> tuple[float, float | None] | None:
     """(mean, std or None) of the first of `keys` found in `data`, breadth-first; None when absent.
 
@@ -97,10 +109,12 @@ def find_stat(data, keys) -> tuple[float, float | None] | None:
                 if isinstance(value, dict) and _number(value.get("mean")):
                     std = value.get("std")
                     return float(value["mean"]), float(std) if _number(std) else None
+                if isinstance(value, dict) and _number(value.get("mean_then_exp")):  # a perplexity in both orders
+                    return float(value["mean_then_exp"]), None
                 if _number(d.get(f"{key}_mean")):
                     std = d.get(f"{key}_std")
                     return float(d[f"{key}_mean"]), float(std) if _number(std) else None
-        level = [v for d in level for v in d.values() if isinstance(v, dict)]
+        level = _children(level)
     return None
 
 
@@ -112,7 +126,7 @@ def find_value(data, keys):
             for d in level:
                 if key in d:
                     return d[key]
-        level = [v for d in level for v in d.values() if isinstance(v, dict)]
+        level = _children(level)
     return None
 
 
@@ -191,13 +205,17 @@ def zero_shot_table(results: Path, models: list[str]) -> Table:
 
 
 def _lm_eval_metrics(data: dict) -> dict[str, dict]:
-    """lm-eval's per-task results ({task: {"acc,none": ..}}) wherever the JSON keeps them."""
+    """Per-task metrics: pysedd's summary under the paper's task names if present, else lm-eval's own results
+    ({task: {"acc,none": ..}}, a "_local" suffix of offline tasks dropped) wherever the JSON keeps them."""
+    summary = data.get("pysedd", {}).get("metrics") if isinstance(data.get("pysedd"), dict) else None
+    if isinstance(summary, dict) and summary:
+        return summary
     level = [data]
     while level:
         for d in level:
             res = d.get("results")
             if isinstance(res, dict) and res and all(isinstance(v, dict) for v in res.values()):
-                return res
+                return {re.sub(r"_local$", "", task): metrics for task, metrics in res.items()}
         level = [v for d in level for v in d.values() if isinstance(v, dict)]
     return {}
 

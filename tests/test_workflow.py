@@ -169,30 +169,39 @@ def _write(path: Path, data) -> None:
 
 
 def fake_results(root: Path) -> None:
-    """Small results in the layout the workflow writes, with hand-picked numbers the tables must show."""
+    """Small results in the layout the workflow writes and the JSON shapes `pysedd eval` / `bench latency` write,
+    with hand-picked numbers the tables must show."""
     _write(root / "models.json", {"sedd": {"kind": "sedd"}, "gpt2": {"kind": "gpt2"}})
     for model, ppl in (("sedd", 41.84), ("gpt2", 42.43)):
-        _write(root / "eval/zero-shot" / model / "WikiText2.json", {"model": model, "ppl": ppl, "ppl_exp_mean": 50.0})
-        _write(root / "eval/zero-shot" / model / "PTB.json", {"result": {"ppl": ppl + 100}})
-        _write(root / "eval/lm-eval" / f"{model}.json", {"results": {
-            "hellaswag": {"acc,none": 0.3112, "acc_norm,none": 0.3301},
-            "arc_easy": {"acc,none": 0.4411, "acc_norm,none": 0.3999},
-            "winogrande": {"acc,none": 0.5166}}})
+        for dataset, value in (("WikiText2", ppl), ("PTB", ppl + 100)):
+            _write(root / "eval/zero-shot" / model / f"{dataset}.json",
+                   {"evaluation": "zero-shot", "model": {"kind": model}, "datasets": {dataset: {
+                       "bound": model == "sedd", "primary": "mean_then_exp", "mean_then_exp": value,
+                       "exp_then_mean": value + 5}}})
+    lm_eval = {"hellaswag": {"acc": 0.3112, "acc_norm": 0.3301}, "arc_easy": {"acc": 0.4411, "acc_norm": 0.3999},
+               "winogrande": {"acc": 0.5166}}
+    _write(root / "eval/lm-eval/sedd.json", {"results": {}, "pysedd": {"metrics": lm_eval}})
+    _write(root / "eval/lm-eval/gpt2.json", {"results": {  # lm-eval's own format, offline task names
+        f"{task}_local": {f"{k},none": v for k, v in metrics.items()} for task, metrics in lm_eval.items()}})
     for setting, gen_ppl in (("T16", 120.5), ("T128", 98.25)):
-        _write(root / "eval/gen-ppl/sedd" / f"{setting}.json", {"gen_ppl": gen_ppl, "entropy": {"mean": 5.4, "std": 0.1}})
-        _write(root / "eval/diversity/sedd" / f"{setting}.json",
-               {"unique_unigram_fraction": {"mean": 0.61, "std": 0.02}, "entropy": {"mean": 5.41, "std": 0.12},
-                "repetition_rate": {"mean": 0.345, "std": 0.01}})
-    _write(root / "eval/gen-ppl/gpt2/ancestral.json", {"gen_ppl": 80.75, "entropy": 5.6})
-    _write(root / "eval/diversity/data/heldout.json", {"unique_unigram_fraction": 0.7, "entropy": 5.62,
-                                                       "repetition_rate": 0.3})
+        _write(root / "eval/gen-ppl/sedd" / f"{setting}.json", {"evaluation": "gen-ppl", "results": [
+            {"gen_ppl": gen_ppl, "modes": {"b": gen_ppl, "a": gen_ppl + 3}, "unigram_entropy": {"mean": 5.4, "std": 0.1}}]})
+        _write(root / "eval/diversity/sedd" / f"{setting}.json", {"evaluation": "diversity", "results": [
+            {"name": setting, "metrics": {"unique_unigram_fraction": {"mean": 0.61, "std": 0.02},
+                                          "unigram_entropy": {"mean": 5.41, "std": 0.12},
+                                          "repetition_rate_100": {"mean": 0.345, "std": 0.01}}}]})
+    _write(root / "eval/gen-ppl/gpt2/ancestral.json", {"results": [{"gen_ppl": 80.75, "unigram_entropy": 5.6}]})
+    _write(root / "eval/diversity/data/heldout.json", {"results": [{"name": "data: train", "metrics": {
+        "unique_unigram_fraction": 0.7, "unigram_entropy": 5.62, "repetition_rate_100": 0.3}}]})
     for setting, value in (("gen-100", 0.912), ("gen-1024", 0.875)):
         _write(root / "eval/mauve/sedd" / f"{setting}.json",
-               {"mauve": {"mean": value, "std": 0.011}, "continuation_ppl": 33.3})
+               {"evaluation": "mauve", "mauve": {"mean": value, "std": 0.011, "n": 5},
+                "continuation_ppl": {"mean_then_exp": 33.3, "exp_then_mean": 40.0}})
     _write(root / "eval/mauve/gpt2/gen.json", {"mauve_mean": 0.95, "mauve_std": 0.01, "continuation_ppl": 25.0})
     _write(root / "bench/latency.json", {"results": [
         {"model": "gpt2", "steps": None, "mean_latency": 9.0, "std_latency": 0.1, "mean_throughput": 113.8},
-        {"model": "sedd", "sampler": "analytic", "steps": 64, "mean_latency": 2.0, "std_latency": 0.05, "mean_throughput": 512.0}]})
+        {"model": "sedd", "sampler": "analytic", "steps": 64, "mean_latency": 2.0, "std_latency": 0.05,
+         "mean_throughput": 512.0}]})
 
 
 def test_report_contains_every_table(tmp_path):
@@ -212,7 +221,7 @@ def test_report_contains_every_table(tmp_path):
     # Table 2: tasks in the paper's order, accuracy in %
     t2 = by_name["table2-lm-eval"]
     assert t2.columns == ["HellaSwag", "ARC-e", "WinoGrande"]
-    assert t2.rows[0] == ("sedd", ["31.1 / 33.0", "44.1 / 40.0", "51.7"])
+    assert t2.rows == [("sedd", ["31.1 / 33.0", "44.1 / 40.0", "51.7"]), ("gpt2", ["31.1 / 33.0", "44.1 / 40.0", "51.7"])]
     assert "| sedd (T = 16) | 120.50 | 5.40 ± 0.10 |" in text
     assert "| gpt2 (ancestral) | 80.75 | 5.60 |" in text
     assert "| data (heldout) | 0.700 | 5.62 | 0.300 |" in text

@@ -155,6 +155,13 @@ rule diversity_data:
         "--out {output.json} --table {output.table} > {log} 2>&1"
 
 
+def mauve_options():
+    """MAUVE settings: the same prompts, lengths, seeds and bucket count for every model."""
+    m = config["mauve"]
+    return {"n_prompts": m["prompts"]["num_prompts"], "prompt_len": m["prompt_len"], "gen_len": m["gen_len"],
+            "seeds": m["seeds"], "num_buckets": m.get("num_buckets"), "batch_size": m["batch_size"]}
+
+
 rule mauve:
     input:
         samples=rules.sample_conditional.output,
@@ -165,8 +172,8 @@ rule mauve:
         table=f"{RESULTS}/eval/mauve/{{model}}/{{setting}}.md",
     params:
         judge=judge_path(),
-        options=canon({k: config["mauve"][k] for k in ("prompt_len", "gen_len", "seeds", "num_buckets")}),
-        args=flags({k: config["mauve"][k] for k in ("prompt_len", "gen_len", "seeds", "num_buckets")}),
+        options=lambda wc: canon(mauve_options()),
+        args=lambda wc: flags(mauve_options()),
         code=CODE["eval"],
     log:
         f"{RESULTS}/logs/eval/mauve/{{model}}/{{setting}}.log",
