@@ -7,7 +7,8 @@ that fingerprint changed, so a changed setting trains from scratch while a preem
 
 Preemption: `pysedd train` checkpoints and exits with code 75 on SIGTERM/SIGUSR1. Under SLURM the job is requeued
 by SLURM (`slurm-requeue` in the profile) or, when it ran out of time, resubmitted by Snakemake (`retries`); the
-wrapper below sends SIGUSR1 a few minutes before the job's own time limit so the last checkpoint is fresh.
+wrapper below sends SIGTERM five minutes before the job's own time limit so the trainer checkpoints before SLURM
+kills it. (SIGTERM rather than SIGUSR1: torchrun forwards SIGTERM to its workers, while SIGUSR1 would kill torchrun.)
 """
 
 
@@ -53,7 +54,7 @@ rule train:
         mv $run/.fingerprint.new $run/.fingerprint
         budget=""
         if [ -n "${{SLURM_JOB_ID:-}}" ]; then
-            budget="timeout --preserve-status --signal USR1 --kill-after 600 $(( {resources.runtime} * 60 - 300 ))"
+            budget="timeout --preserve-status --signal TERM --kill-after 600 $(( {resources.runtime} * 60 - 300 ))"
         fi
         $budget {params.launcher} train --model {params.kind} {params.args} \
             --data $(dirname {input.manifest}) --out $run --no-progress >> {log} 2>&1
