@@ -54,7 +54,7 @@ rule train:
         mv $run/.fingerprint.new $run/.fingerprint
         budget=""
         if [ -n "${{SLURM_JOB_ID:-}}" ]; then
-            budget="timeout --preserve-status --signal TERM --kill-after 600 $(( {resources.runtime} * 60 - 300 ))"
+            budget="timeout --preserve-status --signal TERM --kill-after 600 $(( {resources.runtime} > 20 ? {resources.runtime} * 60 - 300 : {resources.runtime} * 45 ))"
         fi
         $budget {params.launcher} train --model {params.kind} {params.args} \
             --data $(dirname {input.manifest}) --out $run --no-progress >> {log} 2>&1
