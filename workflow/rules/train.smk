@@ -12,18 +12,6 @@ kills it. (SIGTERM rather than SIGUSR1: torchrun forwards SIGTERM to its workers
 """
 
 
-def train_options(name):
-    return MODELS[name]["train"]
-
-
-def train_launcher(wc):
-    """torchrun for data-parallel training (nproc > 1), the plain command otherwise."""
-    nproc = train_options(wc.model).get("nproc", 1)
-    if nproc > 1:
-        return f"torchrun --standalone --nproc_per_node {nproc} -m pysedd"
-    return PYSEDD
-
-
 rule train:
     input:
         manifest=rules.prepare_train.output.manifest,
