@@ -90,3 +90,12 @@ def test_bench_latency_writes_json_table_and_plot(models, tmp_path):
     assert "speedup_vs_gpt2" in rows[("sedd", "analytic", 2)]
     assert (tmp_path / "lat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| sedd" in (tmp_path / "lat.md").read_text()
+
+
+def test_text_prompts_are_gpt2_tokenised(tmp_path):
+    from pysedd.commands.sample import read_prompts
+
+    (tmp_path / "p.jsonl").write_text(json.dumps({"text": " The quick brown fox jumps over the lazy dog."}) + "\n")
+    assert read_prompts(str(tmp_path / "p.jsonl"), 4).tolist() == [[383, 2068, 7586, 21831]]
+    (tmp_path / "p.txt").write_text("Hello world\n")
+    assert read_prompts(str(tmp_path / "p.txt"), 2).tolist() == [[15496, 995]]
