@@ -1,0 +1,120 @@
+"""SEDD as an lm-evaluation-harness model (registered as `sedd`), and `run_lm_eval`, which wraps lm-eval's own runner.
+
+A request (context, continuation) becomes the sequence [EOS] + tok(context) ++ tok(continuation) + [EOS] (EOS doubles
+as BOS, as in GPT-2). Its log-likelihood is −(Monte-Carlo conditional NELBO of the target, tok(continuation) + [EOS]):
+the context stays clean, only target positions are corrupted, K draws of t (evaluation-protocols.md §2.1). Each
+request gets its own seed, derived from the base seed and the request's text, so a number does not depend on the
+order or the batching of requests. `is_greedy` (used by LAMBADA acc) comes from one forward pass on
+[EOS]+ctx ++ [MASK]×(|target|−1) ++ [EOS] at σ(ε): greedy iff the argmax over real tokens is the target everywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import lm_eval.models  # noqa: F401  (fills lm-eval's registry first; it stays empty of 'hf' otherwise)
+import torch
+from lm_eval.api.model import LM
+from lm_eval.api.registry import MODEL_REGISTRY, register_model
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+from .common import LoadedModel, load_model
+
+MODEL_NAME = "sedd"
+
+
+def request_seed(seed: int, *texts: str) -> int:
+    digest = hashlib.sha256("\x00".join([str(seed), *texts]).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+class SEDDLM(LM):
+    """lm-eval model: `--model sedd --model_args pretrained=louaaron/sedd-small,n_samples=1024,seed=0`."""
+
+    def __init__(self, pretrained: str | LoadedModel, tokenizer: str = "gpt2", n_samples: int = 256, seed: int = 0,
+                 batch_size: int | str = 64, sampling_eps: float = 1e-3, greedy: bool = True, device: str | None = None,
+                 max_length: int | None = None, disable_tqdm: bool = False, **unused: Any):
+        super().__init__()
+        from ..tokenizer import get_tokenizer
+
+        self.lm = pretrained if isinstance(pretrained, LoadedModel) else load_model(str(pretrained), "sedd", device or "cpu")
+        if self.lm.kind != "sedd":
+            raise UserError(f"the {MODEL_NAME} lm-eval model needs a SEDD checkpoint; use model 'hf' for GPT-2")
+        self.tokenizer = get_tokenizer(tokenizer)
+        self.n_samples = int(n_samples)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size) if str(batch_size) != "auto" else 64
+        self.sampling_eps = float(sampling_eps)
+        self.greedy = str(greedy).lower() not in ("false", "0", "no")
+        self.max_length = int(max_length or self.lm.max_length)
+        self.disable_tqdm = disable_tqdm
+        self.eos = self.tokenizer.eos_id
+
+    @property
+    def settings(self) -> dict:
+        return {"n_samples": self.n_samples, "seed": self.seed, "sampling_eps": self.sampling_eps,
+                "greedy": self.greedy, "max_length": self.max_length, "batch_size": self.batch_size}
+
+    # -- pieces ---------------------------------------------------------------------------------------------------
+    def _fit(self, context: list[int], target: list[int]) -> list[int]:
+        """Left-truncate the context so that context + target fit the model's length."""
+        if len(target) + 1 > self.max_length:
+            raise UserError(f"a continuation of {len(target)} tokens does not fit the model's {self.max_length}-token context")
+        return context[-(self.max_length - len(target)):]
+
+    def _nelbo(self, context: list[int], target: list[int], seed: int) -> float:
+        from ..likelihood import conditional_nelbo
+
+        return float(conditional_nelbo(self.lm.model, self.lm.graph, self.lm.noise, [context], [target],
+                                       n_samples=self.n_samples, seed=seed, sampling_eps=self.sampling_eps,
+                                       batch_size=self.batch_size)[0])
+
+    @torch.no_grad()
+    def _is_greedy(self, context: list[int], target: list[int]) -> bool:
+        graph = self.lm.graph
+        if not graph.absorb:  # the one-pass test needs a MASK token
+            return False
+        n = len(target) - 1  # the last target token is the EOS, kept as a clean right anchor
+        x = torch.tensor([context + [graph.mask_index] * n + target[n:]], device=self.lm.device)
+        sigma, _ = self.lm.noise(torch.tensor([self.sampling_eps], device=self.lm.device))
+        log_score = self.lm.model(x, sigma)[0, len(context):len(context) + n, : graph.mask_index]
+        return bool((log_score.argmax(-1).cpu() == torch.tensor(target[:n])).all())
+
+    # -- lm-eval API ----------------------------------------------------------------------------------------------
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        out = []
+        for req in tqdm(requests, desc="sedd loglikelihood", disable=disable_tqdm or self.disable_tqdm):
+            context_text, continuation_text = req.args
+            target = self.tokenizer.encode(continuation_text) + [self.eos]
+            context = self._fit([self.eos] + self.tokenizer.encode(context_text), target)
+            seed = request_seed(self.seed, context_text, continuation_text)
+            ll = -self._nelbo(context, target, seed)
+            greedy = self._is_greedy(context, target) if self.greedy else False
+            out.append((ll, greedy))
+            self.cache_hook.add_partial("loglikelihood", req.args, (ll, greedy))
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """lm-eval's disjoint rolling windows (as its hf model): max_length−1 target tokens after 1+ preceding tokens."""
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+        out = []
+        for req in tqdm(requests, desc="sedd loglikelihood_rolling", disable=disable_tqdm or self.disable_tqdm):
+            (text,) = req.args
+            tokens = self.tokenizer.encode(text)
+            windows = map(make_disjoint_window, get_rolling_token_windows(tokens, self.eos, self.max_length - 1, 1))
+            total = 0.0
+            for k, (context, target) in enumerate(windows):
+                total -= self._nelbo(self._fit(context, target), target, request_seed(self.seed, text, str(k)))
+            out.append(total)
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
+        return out
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        raise UserError("the sedd lm-eval model scores likelihoods only; generate_until tasks are not supported")
+
+
+if MODEL_NAME not in MODEL_REGISTRY.keys():  # importing this module twice must not register a second class
+    register_model(MODEL_NAME)(SEDDLM)
