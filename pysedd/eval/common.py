@@ -275,3 +275,59 @@ def mean_std(values: Sequence[float]) -> dict:
 
 def fmt_pm(stat: dict, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+# -- token data -------------------------------------------------------------------------------------------------------
+
+def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, dict, dict]:
+    """(samples [N, L] int64, meta dict, fingerprint) of a samples.npz written by `pysedd sample`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"samples file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "samples" not in f:
+                raise UserError(f"{path} has no 'samples' array (has: {', '.join(f.files)})")
+            samples = np.asarray(f["samples"], dtype=np.int64)
+            meta = json.loads(str(f["meta"])) if "meta" in f else {}
+    except (ValueError, OSError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read samples file {path}: {e}") from None
+    if samples.ndim != 2 or samples.shape[0] == 0 or samples.shape[1] < 2:
+        raise UserError(f"{path}: 'samples' must be [N >= 1, L >= 2] token ids, got shape {samples.shape}")
+    return samples, meta, {"path": str(path.resolve()), "sha256": sha256_file(path)}
+
+
+def check_token_ids(ids: np.ndarray, vocab_size: int, what: str) -> None:
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise UserError(f"{what} holds token ids outside [0, {vocab_size}) (min {ids.min()}, max {ids.max()}); "
+                        "were MASK tokens left in the samples?")
+
+
+def load_token_blocks(source: str | os.PathLike, length: int, limit: int | None, tokenizer=None) -> tuple[np.ndarray, dict]:
+    """Reference token blocks for the diversity of real data: the first `limit` blocks of a `pysedd prepare`d
+    directory (cut to `length`), or a text/jsonl file tokenised and packed into `length`-token blocks like SEDD's data."""
+    path = Path(source)
+    if path.is_dir():
+        from ..data import PackedDataset
+
+        ds = PackedDataset(path, split="train") if (path / "train.bin").is_file() else None
+        if ds is None:
+            raise UserError(f"{path} has no train.bin; pass a prepared dataset directory or a text file")
+        if ds.seq_len < length:
+            raise UserError(f"{path} holds {ds.seq_len}-token blocks, shorter than the sample length {length}")
+        n = len(ds) if limit is None else min(limit, len(ds))
+        blocks = ds.batch(list(range(n))).numpy()[:, :length]
+        return blocks, {"path": str(path.resolve()), "manifest_rows_sha256": ds.manifest.get("rows_sha256"),
+                        "split": "train", "n_blocks": int(n)}
+    if not path.is_file():
+        raise UserError(f"no such dataset directory or text file: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty")
+    from ..data import open_corpus, pack_texts
+
+    corpus = open_corpus(None, [path])
+    blocks = pack_texts(corpus.texts(), tokenizer, length)
+    if len(blocks) == 0:
+        raise UserError(f"{path} gives no complete {length}-token block")
+    blocks = blocks[:limit] if limit is not None else blocks
+    return blocks, {"path": str(path.resolve()), "sha256": sha256_file(path), "n_blocks": int(len(blocks))}

@@ -10,7 +10,7 @@ order or the batching of requests. `is_greedy` (used by LAMBADA acc) comes from 
 from __future__ import annotations
 
 import hashlib
-import math
+import json
 from typing import Any
 
 import lm_eval.models  # noqa: F401  (fills lm-eval's registry first; it stays empty of 'hf' otherwise)
@@ -118,3 +118,89 @@ class SEDDLM(LM):
 
 if MODEL_NAME not in MODEL_REGISTRY.keys():  # importing this module twice must not register a second class
     register_model(MODEL_NAME)(SEDDLM)
+
+
+# -- the runner -------------------------------------------------------------------------------------------------------
+
+PAPER_COLUMNS = {"lambada_openai": "LAMBADA acc", "hellaswag": "HellaSwag", "arc_easy": "ARC-e", "arc_challenge": "ARC-c",
+                 "winogrande": "WinoGrande", "piqa": "PIQA"}
+
+
+def build_lm(lm: LoadedModel, *, n_samples: int, seed: int, batch_size: int, greedy: bool = True,
+             tokenizer: str = "gpt2") -> LM:
+    """SEDD through our `sedd` model; GPT-2 through lm-eval's own `hf` model (with the same GPT-2 tokenizer)."""
+    if lm.kind == "sedd":
+        return SEDDLM(lm, tokenizer=tokenizer, n_samples=n_samples, seed=seed, batch_size=batch_size, greedy=greedy)
+    from lm_eval.models.huggingface import HFLM
+
+    from ..tokenizer import get_tokenizer
+
+    return HFLM(pretrained=lm.model, tokenizer=get_tokenizer(tokenizer).as_transformers_tokenizer(),
+                batch_size=batch_size, max_length=lm.max_length, device=str(lm.device))
+
+
+def run_lm_eval(lm: LoadedModel, tasks: list[str], *, data_files: dict[str, str], cache_dir: str, n_samples: int = 256,
+                seed: int = 0, batch_size: int = 16, limit: int | float | None = None, num_fewshot: int = 0,
+                greedy: bool = True, bootstrap_iters: int = 0, request_cache: str | None = None) -> dict:
+    """lm-eval's `simple_evaluate` on built-in task names, or on local copies (tasks named in `data_files`).
+
+    Returns lm-eval's results dict (JSON-safe) plus `pysedd` provenance of the local files. `request_cache` is an
+    lm-eval sqlite request cache: a rerun after a kill skips every request already answered."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from .local_tasks import check_task, local_task_yaml
+
+    task_specs, provenance = [], {}
+    for task in tasks:
+        check_task(task)
+        if task in data_files:
+            yaml_path, info = local_task_yaml(task, data_files[task], cache_dir)
+            task_specs.append(str(yaml_path))
+            provenance[task] = info
+        else:
+            task_specs.append(task)
+            provenance[task] = {"task": task, "source": "lm-eval built-in (hub)"}
+    model = build_lm(lm, n_samples=n_samples, seed=seed, batch_size=batch_size, greedy=greedy)
+    results = lm_eval.simple_evaluate(
+        model=model, tasks=task_specs, task_manager=TaskManager(), num_fewshot=num_fewshot, limit=limit,
+        bootstrap_iters=bootstrap_iters, log_samples=False, use_cache=request_cache,
+        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+    )
+    if results is None:
+        raise UserError("lm-eval returned no results")
+    from lm_eval.utils import handle_non_serializable
+
+    safe = json.loads(json.dumps(results, default=handle_non_serializable))
+    return {"lm_eval": safe, "tasks": provenance}
+
+
+def task_metrics(lm_eval_results: dict) -> dict[str, dict]:
+    """{paper task name: {metric: value}} from lm-eval's results (local tasks mapped back to their built-in names)."""
+    from .local_tasks import LOCAL_SUFFIX
+
+    out = {}
+    for name, metrics in lm_eval_results.get("results", {}).items():
+        task = name.removesuffix(LOCAL_SUFFIX)
+        out[task] = {k.split(",")[0]: v for k, v in metrics.items() if "," in k and "stderr" not in k}
+    return out
+
+
+def table(rows: list[tuple[str, dict]]) -> str:
+    """Table 2: accuracy (acc_norm where lm-eval reports it) per task, LAMBADA also as perplexity."""
+    from .common import markdown_table
+
+    tasks = [t for t in PAPER_COLUMNS if any(t in m for _, m in rows)]
+    header = ["model"] + [PAPER_COLUMNS[t] for t in tasks] + (["LAMBADA ppl"] if "lambada_openai" in tasks else [])
+    body = []
+    for name, metrics in rows:
+        row = [name]
+        for t in tasks:
+            m = metrics.get(t, {})
+            value = m.get("acc_norm", m.get("acc"))
+            row.append("–" if value is None else f"{100 * value:.2f}")
+        if "lambada_openai" in tasks:
+            ppl = metrics.get("lambada_openai", {}).get("perplexity")
+            row.append("–" if ppl is None else f"{ppl:.2f}")
+        body.append(row)
+    return markdown_table(header, body) + "\n\nAccuracy in % (acc_norm where defined, else acc); SEDD log-likelihoods are ELBO bounds."
