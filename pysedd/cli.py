@@ -10,6 +10,7 @@ from .errors import UserError
 
 COMMAND_MODULES = (
     "pysedd.commands.demo",
+    "pysedd.commands.eval",
 )
 
 
