@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,6 @@ class MauveSettings:
     batch_size: int = 16
     shard_size: int = 64  # prompts per resumable generation shard
     field: str = "text"
-    extra: dict = field(default_factory=dict)
 
 
 def load_prompts(path: str, settings: MauveSettings, tokenizer) -> tuple[np.ndarray, dict]:
@@ -80,12 +79,12 @@ def generate(lm: LoadedModel, prompts: torch.Tensor, settings: MauveSettings, se
         out = lm.model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=True, top_k=0,
                                 max_new_tokens=settings.gen_len, min_new_tokens=settings.gen_len, pad_token_id=EOS_ID)
         return out[:, : settings.prompt_len + settings.gen_len].cpu()
-    from ..sampling import conditional_sample
+    from ..sampling import Conditioning, pc_sample
 
     generator = torch.Generator(device=lm.device).manual_seed(seed)
-    x = conditional_sample(lm.model, lm.graph, lm.noise, prompts, length=settings.canvas, steps=settings.steps,
-                           generator=generator)
-    return x[:, : settings.prompt_len + settings.gen_len].cpu()
+    out = pc_sample(lm.model, lm.graph, lm.noise, len(prompts), settings.canvas, settings.steps, generator=generator,
+                    conditioning=Conditioning.prefix(prompts.tolist()))
+    return out.samples[:, : settings.prompt_len + settings.gen_len].cpu()
 
 
 @torch.no_grad()
