@@ -274,3 +274,20 @@ def test_model_kind_detection_errors(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(UserError, match="neither a SEDD nor a transformers config"):
         load_model(str(tmp_path))
+
+
+def test_zero_shot_cli_on_offline_copies(shared_data, tiny_gpt2_dir, tmp_path, capsys):
+    out, table = tmp_path / "zs.json", tmp_path / "zs.md"
+    argv = ["eval", "zero-shot", "--model", str(tiny_gpt2_dir), "--datasets", "lambada", "wikitext2",
+            "--data-file", f"lambada={shared_data / 'lambada/lambada_test.jsonl'}",
+            "--data-file", f"wikitext2={shared_data / 'wikitext-2-raw/wiki.test.raw'}",
+            "--seq-len", "64", "--limit", "3", "--out", str(out), "--table", str(table), "--quiet"]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["ar_first_token"] == "skip" and "tokens 2..64" in result["scoring"]
+    lam = result["datasets"]["lambada"]
+    assert lam["data"]["source"]["files"][str(shared_data / "lambada/lambada_test.jsonl")].startswith("4aa8d02c")
+    assert lam["metrics"]["n_sequences"] == 3 and lam["metrics"]["n_tokens"] == 3 * 63
+    assert "| LAMBADA | WikiText2 |" in table.read_text()
+    assert main(argv[:-1] + ["--data-file", "ptb=x.txt"]) == 2
+    assert "not in --datasets" in capsys.readouterr().err

@@ -161,9 +161,11 @@ def run_lm_eval(lm: LoadedModel, tasks: list[str], *, data_files: dict[str, str]
         else:
             task_specs.append(task)
             provenance[task] = {"task": task, "source": "lm-eval built-in (hub)"}
+    # indexing lm-eval's thousands of built-in YAMLs takes tens of seconds; local task YAMLs include theirs by path
+    all_local = all(task in data_files for task in tasks)
     model = build_lm(lm, n_samples=n_samples, seed=seed, batch_size=batch_size, greedy=greedy)
     results = lm_eval.simple_evaluate(
-        model=model, tasks=task_specs, task_manager=TaskManager(), num_fewshot=num_fewshot, limit=limit,
+        model=model, tasks=task_specs, task_manager=TaskManager(include_defaults=not all_local), num_fewshot=num_fewshot, limit=limit,
         bootstrap_iters=bootstrap_iters, log_samples=False, use_cache=request_cache,
         random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
     )
