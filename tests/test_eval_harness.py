@@ -79,18 +79,21 @@ def test_sedd_through_lm_eval_matches_direct_nelbo(tiny_sedd, tmp_path):
 
     lm = harness.SEDDLM(tiny_sedd, n_samples=8, seed=3, batch_size=8)
     tok = get_tokenizer()
-    context, continuation = "How do I dry wet shoes?", " Stuff them."
+    context, choices = "How do I dry wet shoes?", [" Stuff them.", " Put them in the oven now."]
 
     class Request:  # what lm-eval passes: an object with .args
-        args = (context, continuation)
+        def __init__(self, *args):
+            self.args = args
 
-    (ll, _), = lm.loglikelihood([Request()], disable_tqdm=True)
-    expected = conditional_nelbo(tiny_sedd.model, tiny_sedd.graph, tiny_sedd.noise, [[50256] + tok.encode(context)],
-                                 [tok.encode(continuation) + [50256]], n_samples=8, seed=harness.request_seed(3, context, continuation),
-                                 sampling_eps=1e-3, batch_size=8)[0]
-    assert ll == pytest.approx(-expected)
-    (again, _), = lm.loglikelihood([Request()], disable_tqdm=True)
-    assert again == ll  # per-request seed: the same request gives the same number
+    requests = [Request(context, c) for c in choices] + [Request("Other context", choices[0])]
+    results = lm.loglikelihood(requests, disable_tqdm=True)
+    for (ll, _), choice in zip(results, choices):  # the choices of one question share the seed of their context
+        expected = conditional_nelbo(tiny_sedd.model, tiny_sedd.graph, tiny_sedd.noise, [[50256] + tok.encode(context)],
+                                     [tok.encode(choice) + [50256]], n_samples=8,
+                                     seed=harness.request_seed(3, context), sampling_eps=1e-3, batch_size=8)[0]
+        assert ll == pytest.approx(-expected)
+    alone = lm.loglikelihood(requests[::-1], disable_tqdm=True)[::-1]
+    assert alone == results  # order and batching do not change a number
 
 
 def test_sedd_greedy_flag(tiny_sedd):

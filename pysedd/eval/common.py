@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import time
@@ -160,39 +159,28 @@ def default_device() -> str:
 
 # -- autoregressive scoring ---------------------------------------------------------------------------------------
 
-@torch.no_grad()
 def ar_token_nll(model: torch.nn.Module, ids: torch.Tensor, max_length: int | None = None, stride: int | None = None) -> torch.Tensor:
     """NLL (nats, float64) of tokens 1..L-1 of each row given the tokens before it: [B, L-1].
 
-    Rows longer than the model's context are scored with a sliding window: each window scores only the tokens the
-    previous windows did not, with up to `max_length - stride` tokens of context.
+    `pysedd.ar.ar_token_nll` on rows that fit the model's context; longer rows are scored with a sliding window:
+    each window scores only the tokens the previous windows did not, with at least `max_length - stride` tokens of
+    context (stride defaults to half the context).
     """
+    from ..ar import ar_token_nll as score
+
     if ids.dim() != 2 or ids.shape[1] < 2:
         raise UserError(f"need a [batch, length >= 2] tensor of token ids, got shape {tuple(ids.shape)}")
     max_length = max_length or int(model.config.n_positions)
     stride = stride or max_length // 2
-    ids = ids.to(next(model.parameters()).device)
     L = ids.shape[1]
-    out = torch.empty(ids.shape[0], L - 1, dtype=torch.float64, device=ids.device)
+    out = torch.empty(ids.shape[0], L - 1, dtype=torch.float64)
     done = 1  # tokens [0, done) have been scored (token 0 never is)
     while done < L:
         end = min(L, done + (stride if done > 1 else max_length - 1))
         start = max(0, end - max_length)
-        logits = model(input_ids=ids[:, start:end]).logits.double()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        targets = ids[:, start + 1:end]
-        nll = -logp.gather(-1, targets[..., None])[..., 0]
-        out[:, done - 1:end - 1] = nll[:, done - start - 1:]
+        out[:, done - 1:end - 1] = score(model, ids[:, start:end])[:, done - start - 1:]
         done = end
     return out
-
-
-def mean_then_exp(nll_sums: Sequence[float], n_tokens: Sequence[float]) -> float:
-    return math.exp(float(np.sum(np.asarray(nll_sums, dtype=np.float64))) / float(np.sum(n_tokens)))
-
-
-def exp_then_mean(nll_sums: Sequence[float], n_tokens: Sequence[float]) -> float:
-    return float(np.mean(np.exp(np.asarray(nll_sums, dtype=np.float64) / np.asarray(n_tokens, dtype=np.float64))))
 
 
 # -- resumable shards ---------------------------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 A request (context, continuation) becomes the sequence [EOS] + tok(context) ++ tok(continuation) + [EOS] (EOS doubles
 as BOS, as in GPT-2). Its log-likelihood is −(Monte-Carlo conditional NELBO of the target, tok(continuation) + [EOS]):
-the context stays clean, only target positions are corrupted, K draws of t (evaluation-protocols.md §2.1). Each
-request gets its own seed, derived from the base seed and the request's text, so a number does not depend on the
-order or the batching of requests. `is_greedy` (used by LAMBADA acc) comes from one forward pass on
+the context stays clean, only target positions are corrupted, K draws of t (evaluation-protocols.md §2.1). The seed
+of a request is derived from the base seed and its context, so a number does not depend on the order or the batching
+of requests, and the choices of one question share their t draws. `is_greedy` (used by LAMBADA acc) comes from one forward pass on
 [EOS]+ctx ++ [MASK]×(|target|−1) ++ [EOS] at σ(ε): greedy iff the argmax over real tokens is the target everywhere.
 """
 from __future__ import annotations
@@ -64,12 +64,11 @@ class SEDDLM(LM):
             raise UserError(f"a continuation of {len(target)} tokens does not fit the model's {self.max_length}-token context")
         return context[-(self.max_length - len(target)):]
 
-    def _nelbo(self, context: list[int], target: list[int], seed: int) -> float:
+    def _nelbo(self, contexts: list[list[int]], targets: list[list[int]], seed: int) -> list[float]:
         from ..likelihood import conditional_nelbo
 
-        return float(conditional_nelbo(self.lm.model, self.lm.graph, self.lm.noise, [context], [target],
-                                       n_samples=self.n_samples, seed=seed, sampling_eps=self.sampling_eps,
-                                       batch_size=self.batch_size)[0])
+        return conditional_nelbo(self.lm.model, self.lm.graph, self.lm.noise, contexts, targets, n_samples=self.n_samples,
+                                 seed=seed, sampling_eps=self.sampling_eps, batch_size=self.batch_size)
 
     @torch.no_grad()
     def _is_greedy(self, context: list[int], target: list[int]) -> bool:
@@ -84,16 +83,23 @@ class SEDDLM(LM):
 
     # -- lm-eval API ----------------------------------------------------------------------------------------------
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        out = []
-        for req in tqdm(requests, desc="sedd loglikelihood", disable=disable_tqdm or self.disable_tqdm):
-            context_text, continuation_text = req.args
-            target = self.tokenizer.encode(continuation_text) + [self.eos]
-            context = self._fit([self.eos] + self.tokenizer.encode(context_text), target)
-            seed = request_seed(self.seed, context_text, continuation_text)
-            ll = -self._nelbo(context, target, seed)
-            greedy = self._is_greedy(context, target) if self.greedy else False
-            out.append((ll, greedy))
-            self.cache_hook.add_partial("loglikelihood", req.args, (ll, greedy))
+        """Requests with the same context (the choices of one question) are scored together with one seed derived
+        from the context: common random numbers, so the MC noise largely cancels in their comparison."""
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(req.args[0], []).append(i)
+        out: list = [None] * len(requests)
+        with tqdm(total=len(requests), desc="sedd loglikelihood", disable=disable_tqdm or self.disable_tqdm) as bar:
+            for context_text, idx in groups.items():
+                context_ids = [self.eos] + self.tokenizer.encode(context_text)
+                targets = [self.tokenizer.encode(requests[i].args[1]) + [self.eos] for i in idx]
+                contexts = [self._fit(context_ids, t) for t in targets]
+                nelbos = self._nelbo(contexts, targets, request_seed(self.seed, context_text))
+                for i, context, target, nelbo in zip(idx, contexts, targets, nelbos):
+                    greedy = self._is_greedy(context, target) if self.greedy else False
+                    out[i] = (-nelbo, greedy)
+                    self.cache_hook.add_partial("loglikelihood", requests[i].args, out[i])
+                bar.update(len(idx))
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
@@ -107,7 +113,7 @@ class SEDDLM(LM):
             windows = map(make_disjoint_window, get_rolling_token_windows(tokens, self.eos, self.max_length - 1, 1))
             total = 0.0
             for k, (context, target) in enumerate(windows):
-                total -= self._nelbo(self._fit(context, target), target, request_seed(self.seed, text, str(k)))
+                total -= self._nelbo([self._fit(context, target)], [target], request_seed(self.seed, text, str(k)))[0]
             out.append(total)
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
         return out

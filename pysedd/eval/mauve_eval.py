@@ -71,16 +71,14 @@ def load_prompts(path: str, settings: MauveSettings, tokenizer) -> tuple[np.ndar
 @torch.no_grad()
 def generate(lm: LoadedModel, prompts: torch.Tensor, settings: MauveSettings, seed: int) -> torch.Tensor:
     """[B, prompt_len + gen_len]: each prompt followed by gen_len generated tokens."""
-    from ..tokenizer import EOS_ID
-
-    prompts = prompts.to(lm.device)
     if lm.kind == "gpt2":
-        torch.manual_seed(seed)
-        out = lm.model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=True, top_k=0,
-                                max_new_tokens=settings.gen_len, min_new_tokens=settings.gen_len, pad_token_id=EOS_ID)
-        return out[:, : settings.prompt_len + settings.gen_len].cpu()
+        from ..ar import ar_sample
+
+        out = ar_sample(lm.model, len(prompts), settings.gen_len, prompt_ids=prompts, top_k=0, seed=seed)
+        return out.samples.cpu()
     from ..sampling import Conditioning, pc_sample
 
+    prompts = prompts.to(lm.device)
     generator = torch.Generator(device=lm.device).manual_seed(seed)
     out = pc_sample(lm.model, lm.graph, lm.noise, len(prompts), settings.canvas, settings.steps, generator=generator,
                     conditioning=Conditioning.prefix(prompts.tolist()))

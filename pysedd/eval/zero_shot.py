@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .common import LoadedModel, ShardCache, ar_token_nll, exp_then_mean, markdown_table, mean_then_exp
+from .common import LoadedModel, ShardCache, ar_token_nll, markdown_table
 
 DATASETS = ("lambada", "wikitext2", "ptb", "wikitext103", "lm1b")
 COLUMNS = {"lambada": "LAMBADA", "wikitext2": "WikiText2", "ptb": "PTB", "wikitext103": "WikiText103", "lm1b": "1BW"}
@@ -79,6 +79,8 @@ def score_ar(lm: LoadedModel, chunks: torch.Tensor, settings: ZeroShotSettings) 
 
 def evaluate_dataset(lm: LoadedModel, dataset: str, paths: list[str], settings: ZeroShotSettings, tokenizer,
                      out_path: str, resume: bool = True, progress: bool = True) -> dict:
+    from ..likelihood import perplexity
+
     if settings.ar_first_token not in AR_FIRST_TOKEN:
         raise UserError(f"ar_first_token must be one of {AR_FIRST_TOKEN}, got {settings.ar_first_token!r}")
     # GPT-2 with an EOS context sees chunks one token shorter so that EOS + chunk fits its context
@@ -104,19 +106,9 @@ def evaluate_dataset(lm: LoadedModel, dataset: str, paths: list[str], settings: 
 
     shards = cache.run(shard_keys, compute, desc=f"{dataset} ({lm.kind})", progress=progress)
     per_chunk = [row for shard in shards for row in shard]
-    nll = [r[0] for r in per_chunk]
-    n = [r[2] for r in per_chunk]
-    total_tokens = int(np.sum(n))
-    metrics = {
-        "bound": lm.kind == "sedd",
-        "mean_then_exp": mean_then_exp(nll, n),
-        "exp_then_mean": exp_then_mean(nll, n),
-        "nll_per_token": float(np.sum(nll, dtype=np.float64) / total_tokens),
-        "n_tokens": total_tokens,
-        "n_sequences": len(per_chunk),
-    }
+    metrics = {"bound": lm.kind == "sedd", **perplexity([r[0] for r in per_chunk], [r[2] for r in per_chunk])}
     if lm.kind == "sedd":  # standard error of Σ NELBO / Σ n from the per-chunk MC errors (chunks independent)
-        metrics["nll_per_token_stderr"] = float(np.sqrt(np.sum(np.square([r[1] for r in per_chunk]))) / total_tokens)
+        metrics["nll_per_token_stderr"] = float(np.sqrt(np.sum(np.square([r[1] for r in per_chunk]))) / metrics["n_tokens"])
     return {"data": data_info, "metrics": metrics,
             "per_chunk": [{"nll": r[0], "stderr": r[1], "n_tokens": r[2]} for r in per_chunk]}
 
