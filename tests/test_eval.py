@@ -291,3 +291,52 @@ def test_zero_shot_cli_on_offline_copies(shared_data, tiny_gpt2_dir, tmp_path, c
     assert "| LAMBADA | WikiText2 |" in table.read_text()
     assert main(argv[:-1] + ["--data-file", "ptb=x.txt"]) == 2
     assert "not in --datasets" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_sedd_dir(tmp_path_factory):
+    from pysedd.config import SEDDConfig
+    from pysedd.model import SEDD
+
+    torch.manual_seed(0)
+    model = SEDD(SEDDConfig.preset("tiny", hidden_size=32, cond_dim=16, n_heads=2, length=64))
+    with torch.no_grad():
+        model.output_layer.linear.weight.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("tiny-sedd")
+    model.save_pretrained(path)
+    return path
+
+
+def test_zero_shot_sedd_is_a_bound_over_the_same_chunks(tiny_sedd_dir, tokenizer, tmp_path):
+    from pysedd.likelihood import sequence_nelbo
+
+    lm = load_model(str(tiny_sedd_dir))
+    assert lm.kind == "sedd"
+    path = tmp_path / "lm1b.txt"
+    path.write_text("The cat sat on the mat .\nIt was a sunny day , he said .\n" * 6)
+    settings = zero_shot.ZeroShotSettings(seq_len=16, n_samples=4, seed=7, batch_size=4, shard_size=2)
+    res = zero_shot.evaluate_dataset(lm, "lm1b", [str(path)], settings, tokenizer, str(tmp_path / "z.json"), progress=False)
+    m = res["metrics"]
+    assert m["bound"] and m["n_tokens"] == 16 * m["n_sequences"]  # every token of a chunk is scored
+    blocks, _ = zero_shot.load_chunks("lm1b", [str(path)], settings, 16, tokenizer)
+    nll = [float(sequence_nelbo(lm.model, lm.graph, lm.noise, torch.from_numpy(blocks[i:i + 1]), n_samples=4,
+                                seed=7 + i, batch_size=4).nelbo[0]) for i in range(len(blocks))]
+    assert m["nll_per_token"] == pytest.approx(sum(nll) / (16 * len(nll)), rel=1e-6)
+    assert m["mean_then_exp"] == pytest.approx(math.exp(m["nll_per_token"]))
+    assert "≤" in zero_shot.table([{"model": {"source": "tiny"}, "datasets": {"lm1b": res}}])
+
+
+def test_mauve_sedd_generation_keeps_the_prompt(tiny_sedd_dir, judge, tokenizer, tmp_path):
+    lm = load_model(str(tiny_sedd_dir))
+    refs = np.array([tokenizer.encode(TEXT)[i:i + 8] for i in range(12)], dtype=np.int64)
+    settings = mauve_eval.MauveSettings(prompt_len=4, gen_len=4, canvas=16, steps=4, n_prompts=12, mauve_seeds=(1,),
+                                        batch_size=6)
+    res = mauve_eval.evaluate(lm, judge, refs, settings, str(tmp_path / "m.json"), progress=False)
+    assert np.asarray(res["generations"]).shape == (12, 4)
+    prompts = torch.from_numpy(refs[:3, :4])
+    x = mauve_eval.generate(lm, prompts, settings, seed=0)
+    assert x.shape == (3, 8) and torch.equal(x[:, :4], prompts)
+    with pytest.raises(UserError, match="canvas 6 cannot hold"):
+        mauve_eval.evaluate(lm, judge, refs, mauve_eval.MauveSettings(prompt_len=4, gen_len=4, canvas=6), str(tmp_path / "m.json"))
+    with pytest.raises(UserError, match="longer than the model's context"):
+        mauve_eval.evaluate(lm, judge, refs, mauve_eval.MauveSettings(prompt_len=4, gen_len=4, canvas=128), str(tmp_path / "m.json"))
