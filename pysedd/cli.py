@@ -10,6 +10,8 @@ from .errors import UserError
 
 COMMAND_MODULES = (
     "pysedd.commands.demo",
+    "pysedd.commands.prepare",
+    "pysedd.commands.train",
     "pysedd.commands.eval",
 )
 
