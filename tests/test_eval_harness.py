@@ -164,3 +164,22 @@ def test_offline_copies_convert_to_builtin_fields(shared_data, tmp_path):
     config = json.loads(yaml_path.read_text())
     assert config["include"].endswith("arc/arc_challenge.yaml") and config["test_split"] == "test"
     assert config["validation_split"] is None and info["n_docs"] == 1172
+
+
+def test_lm_eval_cli_over_the_offline_copies(shared_data, tiny_gpt2, tmp_path, capsys):
+    """`pysedd eval lm-eval --local-data` over the shared copies through lm-eval's runner, no hub. (HellaSwag's 10k
+    documents are left out for time; its conversion is checked against lm-eval's own preprocessing above.)"""
+    from pysedd.cli import main
+
+    tasks = ["lambada_openai", "piqa", "arc_easy", "arc_challenge", "winogrande"]
+    out = tmp_path / "lm.json"
+    base = ["eval", "lm-eval", "--model", tiny_gpt2.source, "--local-data", str(shared_data), "--limit", "2",
+            "--batch-size", "4", "--quiet", "--device", "cpu", "--out", str(out)]
+    assert main(base + ["--tasks", *tasks, "--table", str(tmp_path / "lm.md")]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["results"]) == {t + "_local" for t in tasks}  # lm-eval's own format
+    assert set(result["pysedd"]["metrics"]) == set(tasks)
+    assert result["pysedd"]["tasks"]["winogrande"]["n_docs"] == 1267
+    assert "WinoGrande" in (tmp_path / "lm.md").read_text()
+    assert main(base + ["--tasks", "mmlu"]) == 2
+    assert "unknown task 'mmlu'" in capsys.readouterr().err
