@@ -20,7 +20,7 @@ from lm_eval.api.registry import MODEL_REGISTRY, register_model
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from .common import LoadedModel, load_model
+from .common import LoadedModel, default_device, load_model
 
 MODEL_NAME = "sedd"
 
@@ -39,7 +39,9 @@ class SEDDLM(LM):
         super().__init__()
         from ..tokenizer import get_tokenizer
 
-        self.lm = pretrained if isinstance(pretrained, LoadedModel) else load_model(str(pretrained), "sedd", device or "cpu")
+        if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
+            device = default_device()  # lm-eval's CLI asks for cuda by default, as its hf model falls back
+        self.lm = pretrained if isinstance(pretrained, LoadedModel) else load_model(str(pretrained), "sedd", device)
         if self.lm.kind != "sedd":
             raise UserError(f"the {MODEL_NAME} lm-eval model needs a SEDD checkpoint; use model 'hf' for GPT-2")
         self.tokenizer = get_tokenizer(tokenizer)
