@@ -57,9 +57,11 @@ def add_parser(subparsers) -> None:
                    help="datasets (default: all five)")
     z.add_argument("--data-file", action="append", metavar="NAME=PATH",
                    help="read NAME from a local file in the hub dataset's format instead of the hub (repeatable)")
-    z.add_argument("--split", default="test", help="split (hub) / label of the local files (default test)")
+    z.add_argument("--data", metavar="DIR", help="a `pysedd prepare`d directory instead (its blocks are the chunks)")
+    z.add_argument("--dataset-name", help="with --data: the dataset's name in the result (default: the directory name)")
+    z.add_argument("--split", default="test", help="split (hub or --data) / label of local files (default test)")
     z.add_argument("--seq-len", type=int, default=1024, help="chunk length (default 1024)")
-    z.add_argument("--n-samples", type=int, default=128, help="SEDD: Monte-Carlo draws of t per chunk (default 128)")
+    z.add_argument("--n-samples", "--mc-samples", type=int, default=128, help="SEDD: Monte-Carlo draws of t per chunk (default 128)")
     z.add_argument("--sampling-eps", type=float, default=1e-3, help="SEDD: t is drawn in [eps, 1] (default 1e-3)")
     z.add_argument("--no-stratified", action="store_true", help="SEDD: i.i.d. instead of stratified t")
     z.add_argument("--seed", type=int, default=0)
@@ -75,9 +77,11 @@ def add_parser(subparsers) -> None:
                        "arc_challenge and winogrande, from the hub by name or from local files (--local-data / --task-file).")
     _common(h)
     h.add_argument("--tasks", nargs="+", default=["lambada_openai", "hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande"])
-    h.add_argument("--local-data", metavar="DIR", help="offline copies of every task under DIR (the layout of ../shared/data)")
+    h.add_argument("--local-data", "--data-dir", metavar="DIR",
+                   help="local data of every task: DIR/<task>.jsonl in the built-in's fields, else the offline copies "
+                   "in the layout of ../shared/data (lambada/lambada_test.jsonl, hellaswag/...)")
     h.add_argument("--task-file", action="append", metavar="TASK=PATH", help="a local data file for one task (repeatable)")
-    h.add_argument("--n-samples", type=int, default=256, help="SEDD: MC draws of t per request (default 256)")
+    h.add_argument("--n-samples", "--mc-samples", type=int, default=256, help="SEDD: MC draws of t per request (default 256)")
     h.add_argument("--seed", type=int, default=0, help="base seed (each request derives its own)")
     h.add_argument("--batch-size", type=int, default=16)
     h.add_argument("--limit", type=float, help="documents per task (an int, or a fraction < 1)")
@@ -102,7 +106,9 @@ def add_parser(subparsers) -> None:
                        description="Per-sample diversity of samples.npz files and of training data, mean ± std.")
     _common(d, model=False)
     d.add_argument("--samples", nargs="*", default=[], help="samples.npz files")
-    d.add_argument("--reference", nargs="*", default=[], help="training data: a prepared dataset directory or a text file")
+    d.add_argument("--reference", "--data", nargs="*", default=[],
+                   help="real text to compare with: prepared dataset directories or text/jsonl files")
+    d.add_argument("--split", default="train", help="split of prepared reference directories (default train)")
     d.add_argument("--reference-limit", type=int, help="blocks of reference data (default: as many as the largest sample set)")
     d.add_argument("--length", type=int, help="reference block length (default: the samples' length, else 1024)")
     d.add_argument("--window", type=int, default=100, help="repetition window (default 100)")
@@ -116,7 +122,8 @@ def add_parser(subparsers) -> None:
     m.add_argument("--model", help="generator (SEDD or GPT-2); or give --samples")
     m.add_argument("--kind", choices=["sedd", "gpt2"])
     m.add_argument("--samples", help="pre-generated samples.npz whose rows start with the prompts")
-    m.add_argument("--prompts", required=True, help="held-out documents (.jsonl with a text field, or .txt)")
+    m.add_argument("--prompts", "--references", required=True,
+                   help="held-out documents: .jsonl with a text (or token 'ids') field, or .txt")
     m.add_argument("--field", default="text")
     m.add_argument("--judge", default="gpt2-large", help="featurizer and perplexity judge (default gpt2-large)")
     m.add_argument("--prompt-len", type=int, default=50)
@@ -124,9 +131,10 @@ def add_parser(subparsers) -> None:
     m.add_argument("--canvas", type=int, default=100, help="SEDD canvas: 100 (gen-100) or 1024 (gen-1024)")
     m.add_argument("--steps", type=int, default=100, help="SEDD sampling steps")
     m.add_argument("--n-prompts", type=int, default=1024)
-    m.add_argument("--samples-per-prompt", type=int, default=1)
+    m.add_argument("--samples-per-prompt", type=int, default=1,
+                   help="continuations per prompt; row i continues prompt i mod n-prompts (as pysedd sample writes them)")
     m.add_argument("--seed", type=int, default=0, help="generation seed")
-    m.add_argument("--mauve-seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    m.add_argument("--mauve-seeds", "--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     m.add_argument("--num-buckets", type=int, help="k-means buckets (default max(2, round(n/10)), recorded)")
     m.add_argument("--batch-size", type=int, default=16)
     m.set_defaults(func=run_mauve)
@@ -166,13 +174,25 @@ def run_zero_shot(args) -> int:
                                           sampling_eps=args.sampling_eps, stratified=not args.no_stratified, seed=args.seed,
                                           batch_size=args.batch_size, ar_first_token=args.ar_first_token,
                                           limit=args.limit, shard_size=args.shard_size)
+    if args.data and files:
+        raise UserError("give either --data (a prepared directory) or --data-file, not both")
+    if args.data:
+        from ..data import read_manifest
+
+        manifest = read_manifest(args.data)
+        if manifest is None:
+            raise UserError(f"--data {args.data} is not a prepared dataset directory (no valid manifest.json)")
+        settings.seq_len = manifest["seq_len"]
+        names = [args.dataset_name or Path(args.data).name]
+    else:
+        names = args.datasets
     lm = load_model(args.model, args.kind, _device(args))
     tokenizer = get_tokenizer(args.tokenizer)
     datasets = {}
-    for name in args.datasets:
-        paths = [files[name]] if name in files else []
-        datasets[name] = zero_shot.evaluate_dataset(lm, name, paths, settings, tokenizer, args.out,
-                                                    resume=not args.no_resume, progress=not args.quiet)
+    for name in names:
+        datasets[name] = zero_shot.evaluate_dataset(lm, name, [files[name]] if name in files else [], settings, tokenizer,
+                                                    args.out, resume=not args.no_resume, progress=not args.quiet,
+                                                    prepared_dir=args.data)
     result = {"evaluation": "zero-shot", "model": _model_info(lm), "tokenizer": tokenizer.fingerprint,
               "settings": dataclasses.asdict(settings), "scoring": zero_shot.scoring_note(lm.kind, settings),
               "datasets": datasets}
@@ -191,7 +211,8 @@ def run_lm_eval(args) -> int:
         root = Path(args.local_data)
         if not root.is_dir():
             raise UserError(f"--local-data {root} is not a directory")
-        files = {**{t: str(root / DEFAULT_FILES[t]) for t in args.tasks}, **files}
+        found = {t: root / f"{t}.jsonl" if (root / f"{t}.jsonl").is_file() else root / DEFAULT_FILES[t] for t in args.tasks}
+        files = {**{t: str(p) for t, p in found.items()}, **files}
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
     lm = load_model(args.model, args.kind, _device(args))
     shards = Path(str(args.out) + ".shards")
@@ -244,20 +265,21 @@ def run_diversity(args) -> int:
         name = meta.get("name") or Path(path).name
         rows.append((name, metrics))
         entries.append({"name": name, "kind": "samples", "source": {**fp, "meta": meta}, "metrics": metrics})
-    length = args.length or (sample_sets[0][0].shape[1] if sample_sets else 1024)
+    length = args.length or (sample_sets[0][0].shape[1] if sample_sets else None)  # None: the data's own block length
     limit = args.reference_limit or (max(len(s[0]) for s in sample_sets) if sample_sets else None)
     if args.reference:
         from ..tokenizer import get_tokenizer
 
         tokenizer = get_tokenizer(args.tokenizer)
         for ref in args.reference:
-            blocks, info = load_token_blocks(ref, length, limit, tokenizer)
+            blocks, info = load_token_blocks(ref, length, limit, tokenizer, args.split)
             metrics = diversity.diversity(blocks, args.distinct_n, args.window)
             name = f"data: {Path(ref).name}"
             rows.append((name, metrics))
             entries.append({"name": name, "kind": "reference", "source": info, "metrics": metrics})
     result = {"evaluation": "diversity", "settings": {"window": args.window, "distinct_n": args.distinct_n,
-                                                      "reference_length": length, "reference_limit": limit},
+                                                      "reference_length": length, "reference_limit": limit,
+                                                      "reference_split": args.split},
               "results": entries}
     return _finish(args, result, diversity.table(rows, args.window))
 

@@ -291,22 +291,22 @@ def check_token_ids(ids: np.ndarray, vocab_size: int, what: str) -> None:
                         "were MASK tokens left in the samples?")
 
 
-def load_token_blocks(source: str | os.PathLike, length: int, limit: int | None, tokenizer=None) -> tuple[np.ndarray, dict]:
-    """Reference token blocks for the diversity of real data: the first `limit` blocks of a `pysedd prepare`d
-    directory (cut to `length`), or a text/jsonl file tokenised and packed into `length`-token blocks like SEDD's data."""
+def load_token_blocks(source: str | os.PathLike, length: int | None, limit: int | None, tokenizer=None,
+                      split: str = "train") -> tuple[np.ndarray, dict]:
+    """Reference token blocks for the diversity of real data: the first `limit` blocks of split `split` of a
+    `pysedd prepare`d directory (cut to `length`), or a text/jsonl file tokenised and packed into `length`-token blocks like SEDD's data."""
     path = Path(source)
     if path.is_dir():
         from ..data import PackedDataset
 
-        ds = PackedDataset(path, split="train") if (path / "train.bin").is_file() else None
-        if ds is None:
-            raise UserError(f"{path} has no train.bin; pass a prepared dataset directory or a text file")
+        ds = PackedDataset(path, split=split)
+        length = length or ds.seq_len
         if ds.seq_len < length:
             raise UserError(f"{path} holds {ds.seq_len}-token blocks, shorter than the sample length {length}")
         n = len(ds) if limit is None else min(limit, len(ds))
         blocks = ds.batch(list(range(n))).numpy()[:, :length]
         return blocks, {"path": str(path.resolve()), "manifest_rows_sha256": ds.manifest.get("rows_sha256"),
-                        "split": "train", "n_blocks": int(n)}
+                        "split": split, "n_blocks": int(n)}
     if not path.is_file():
         raise UserError(f"no such dataset directory or text file: {path}")
     if path.stat().st_size == 0:
@@ -314,6 +314,7 @@ def load_token_blocks(source: str | os.PathLike, length: int, limit: int | None,
     from ..data import open_corpus, pack_texts
 
     corpus = open_corpus(None, [path])
+    length = length or 1024
     blocks = pack_texts(corpus.texts(), tokenizer, length)
     if len(blocks) == 0:
         raise UserError(f"{path} gives no complete {length}-token block")

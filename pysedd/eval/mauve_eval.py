@@ -11,6 +11,7 @@ mean ± std over seeds. Continuation perplexity is the judge's perplexity of the
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +52,14 @@ def load_prompts(path: str, settings: MauveSettings, tokenizer) -> tuple[np.ndar
     if settings.prompt_len < 1 or settings.gen_len < 1:
         raise UserError("prompt_len and gen_len must be positive")
     need = settings.prompt_len + settings.gen_len
-    texts = list(file_rows(path_obj, "jsonl" if path_obj.suffix == ".jsonl" else "document", settings.field))
+    first = path_obj.read_text().lstrip().split("\n", 1)[0] if path_obj.suffix == ".jsonl" else ""
+    if first.startswith("{") and "ids" in json.loads(first):  # token ids given (e.g. the workflow's prompt windows)
+        docs = [json.loads(line)["ids"] for line in path_obj.read_text().splitlines() if line.strip()]
+    else:
+        docs = tokenizer.encode_batch(list(file_rows(path_obj, "jsonl" if path_obj.suffix == ".jsonl" else "lines",
+                                                     settings.field)))
     refs, n_short = [], 0
-    for ids in tokenizer.encode_batch(texts):
+    for ids in docs:
         if len(ids) < need:
             n_short += 1
             continue
@@ -123,7 +129,11 @@ def evaluate(lm: LoadedModel | None, judge: LoadedModel, refs: np.ndarray, setti
     if judge.max_length < P + G:
         raise UserError(f"prompt + continuation ({P + G} tokens) is longer than the judge's context of {judge.max_length}")
     k = settings.samples_per_prompt
-    prompts = np.repeat(refs[:, :P], k, axis=0)
+    if samples is not None:  # as many continuations per prompt as the file holds
+        if len(samples) % len(refs):
+            raise UserError(f"{len(samples)} samples are not a whole number of continuations of the {len(refs)} prompts")
+        k = len(samples) // len(refs)
+    prompts = np.tile(refs[:, :P], (k, 1))  # row i continues prompt i mod n, the order `pysedd sample` writes
     if samples is None:
         if lm is None:
             raise UserError("give a model to generate with, or pre-generated samples")
@@ -166,7 +176,8 @@ def evaluate(lm: LoadedModel | None, judge: LoadedModel, refs: np.ndarray, setti
     return {
         "mauve": {**mean_std(scores), "per_seed": dict(zip(map(str, settings.mauve_seeds), scores)),
                   "num_buckets": buckets, "scaling_factor": settings.scaling_factor,
-                  "n_p": int(len(p_feat)), "n_q": int(len(q_feat)), "featurizer": judge.source},
+                  "n_p": int(len(p_feat)), "n_q": int(len(q_feat)), "featurizer": judge.source,
+                  "samples_per_prompt": k},
         "continuation_ppl": continuation_ppl(judge, generations, P, settings.batch_size),
         "continuation_entropy": mean_std([unigram_entropy(row[P:].tolist()) for row in generations]),
         "generations": generations[:, P:].tolist(),

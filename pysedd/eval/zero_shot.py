@@ -77,18 +77,46 @@ def score_ar(lm: LoadedModel, chunks: torch.Tensor, settings: ZeroShotSettings) 
     return [(float(row.sum()), 0.0, int(row.numel())) for row in nll.cpu()]
 
 
-def evaluate_dataset(lm: LoadedModel, dataset: str, paths: list[str], settings: ZeroShotSettings, tokenizer,
-                     out_path: str, resume: bool = True, progress: bool = True) -> dict:
-    from ..likelihood import perplexity
+def packed_chunks(directory: str, split: str, limit: int | None) -> tuple[np.ndarray, dict]:
+    """The blocks of a `pysedd prepare`d directory (already packed the SEDD way) + provenance."""
+    from ..data import PackedDataset
 
+    ds = PackedDataset(directory, split)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    if n == 0:
+        raise UserError(f"{directory} split {split!r} holds no blocks")
+    blocks = ds.batch(list(range(n))).numpy()
+    info = {"prepared_dir": str(Path(directory).resolve()), "split": split, "chunk_len": ds.seq_len, "n_chunks": n,
+            "source": ds.manifest.get("request", {}).get("source"),
+            "split_sha256": ds.manifest["splits"][split]["sha256"], "rows_sha256": ds.manifest.get("rows_sha256"),
+            "tokens_sha256": hashlib.sha256(np.ascontiguousarray(blocks, dtype=np.int64).tobytes()).hexdigest()}
+    return blocks, info
+
+
+def evaluate_dataset(lm: LoadedModel, dataset: str, paths: list[str], settings: ZeroShotSettings, tokenizer,
+                     out_path: str, resume: bool = True, progress: bool = True, prepared_dir: str | None = None) -> dict:
+    """Table 1 numbers of one dataset: a named corpus (hub, or `paths` in its format) or a prepared directory."""
     if settings.ar_first_token not in AR_FIRST_TOKEN:
         raise UserError(f"ar_first_token must be one of {AR_FIRST_TOKEN}, got {settings.ar_first_token!r}")
-    # GPT-2 with an EOS context sees chunks one token shorter so that EOS + chunk fits its context
-    chunk_len = settings.seq_len - 1 if lm.kind == "gpt2" and settings.ar_first_token == "eos" else settings.seq_len
+    eos_context = lm.kind == "gpt2" and settings.ar_first_token == "eos"
     if settings.seq_len > lm.max_length:
-        raise UserError(f"--seq-len {settings.seq_len} is longer than the model's context of {lm.max_length} tokens")
-    blocks, data_info = load_chunks(dataset, paths, settings, chunk_len, tokenizer)
-    blocks = torch.from_numpy(blocks)
+        raise UserError(f"{settings.seq_len}-token chunks are longer than the model's context of {lm.max_length} tokens")
+    if prepared_dir is not None:
+        if eos_context:
+            raise UserError("--ar-first-token eos needs chunks of seq-len - 1 tokens; a prepared directory has fixed "
+                            "blocks: use --ar-first-token skip, or give the text")
+        blocks, data_info = packed_chunks(prepared_dir, settings.split, settings.limit)
+        if blocks.shape[1] != settings.seq_len:
+            raise UserError(f"{prepared_dir} holds {blocks.shape[1]}-token blocks, not {settings.seq_len}")
+        data_info["dataset"] = dataset
+    else:  # GPT-2 with an EOS context sees chunks one token shorter, so that EOS + chunk fits its context
+        blocks, data_info = load_chunks(dataset, paths, settings, settings.seq_len - eos_context, tokenizer)
+    return score_blocks(lm, torch.from_numpy(blocks), data_info, settings, out_path, resume, progress)
+
+
+def score_blocks(lm: LoadedModel, blocks: torch.Tensor, data_info: dict, settings: ZeroShotSettings, out_path: str,
+                 resume: bool, progress: bool) -> dict:
+    from ..likelihood import perplexity
 
     shard_keys = [f"chunks_{i:06d}" for i in range(0, len(blocks), settings.shard_size)]
     cache = ShardCache(out_path, {"eval": "zero-shot", "model": lm.fingerprint, "data": data_info, "kind": lm.kind,
@@ -104,7 +132,7 @@ def evaluate_dataset(lm: LoadedModel, dataset: str, paths: list[str], settings: 
             rows += score_ar(lm, chunk[i:i + settings.batch_size], settings)
         return rows
 
-    shards = cache.run(shard_keys, compute, desc=f"{dataset} ({lm.kind})", progress=progress)
+    shards = cache.run(shard_keys, compute, desc=f"{data_info['dataset']} ({lm.kind})", progress=progress)
     per_chunk = [row for shard in shards for row in shard]
     metrics = {"bound": lm.kind == "sedd", **perplexity([r[0] for r in per_chunk], [r[2] for r in per_chunk])}
     if lm.kind == "sedd":  # standard error of Σ NELBO / Σ n from the per-chunk MC errors (chunks independent)
