@@ -340,3 +340,38 @@ def test_mauve_sedd_generation_keeps_the_prompt(tiny_sedd_dir, judge, tokenizer,
         mauve_eval.evaluate(lm, judge, refs, mauve_eval.MauveSettings(prompt_len=4, gen_len=4, canvas=6), str(tmp_path / "m.json"))
     with pytest.raises(UserError, match="longer than the model's context"):
         mauve_eval.evaluate(lm, judge, refs, mauve_eval.MauveSettings(prompt_len=4, gen_len=4, canvas=128), str(tmp_path / "m.json"))
+
+
+def test_prepared_directory_for_zero_shot_and_diversity(tiny_gpt2_dir, tmp_path, capsys):
+    """The workflow's path: `pysedd prepare` a held-out split, then evaluate its blocks as they are."""
+    text = tmp_path / "heldout.txt"
+    text.write_text(TEXT * 8)
+    data = tmp_path / "data"
+    assert main(["prepare", "--path", str(text), "--out", str(data), "--seq-len", "32", "--val-fraction", "0.5"]) == 0
+    out = tmp_path / "zs.json"
+    assert main(["eval", "zero-shot", "--model", str(tiny_gpt2_dir), "--data", str(data), "--split", "validation",
+                 "--dataset-name", "heldout", "--out", str(out), "--quiet"]) == 0
+    res = json.loads(out.read_text())["datasets"]["heldout"]
+    assert res["data"]["split"] == "validation" and res["metrics"]["n_tokens"] == 31 * res["metrics"]["n_sequences"]
+    out = tmp_path / "div.json"
+    assert main(["eval", "diversity", "--data", str(data), "--split", "validation", "--out", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["results"][0]["metrics"]["lengths"] == [32]
+    assert main(["eval", "zero-shot", "--model", str(tiny_gpt2_dir), "--data", str(tmp_path), "--out", str(out)]) == 2
+    assert "not a prepared dataset" in capsys.readouterr().err
+
+
+def test_mauve_reads_prompt_ids_and_tiled_samples(judge, tmp_path):
+    """Prompt windows given as token ids; samples hold k continuations per prompt, row i continuing prompt i mod n."""
+    rng = np.random.default_rng(0)
+    windows = rng.integers(0, 50000, size=(6, 10))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"text": "ignored", "ids": w.tolist()}) + "\n" for w in windows))
+    settings = mauve_eval.MauveSettings(prompt_len=5, gen_len=5, mauve_seeds=(1,), batch_size=4)
+    refs, _ = mauve_eval.load_prompts(str(prompts), settings, tokenizer=None)
+    assert np.array_equal(refs, windows)
+    samples = np.concatenate([windows, windows])  # 2 continuations per prompt, tiled
+    samples[6:, 5:] = rng.integers(0, 50000, size=(6, 5))
+    res = mauve_eval.evaluate(None, judge, refs, settings, str(tmp_path / "m.json"), samples=samples, progress=False)
+    assert res["mauve"]["samples_per_prompt"] == 2 and res["mauve"]["n_q"] == 12
+    with pytest.raises(UserError, match="whole number"):
+        mauve_eval.evaluate(None, judge, refs, settings, str(tmp_path / "m.json"), samples=samples[:7])
