@@ -12,6 +12,8 @@ COMMAND_MODULES = (
     "pysedd.commands.demo",
     "pysedd.commands.prepare",
     "pysedd.commands.train",
+    "pysedd.commands.sample",
+    "pysedd.commands.bench",
     "pysedd.commands.eval",
 )
 
