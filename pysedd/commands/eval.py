@@ -254,7 +254,7 @@ def run_gen_ppl(args) -> int:
 
 def run_diversity(args) -> int:
     from ..eval import diversity
-    from ..eval.common import load_samples, load_token_blocks
+    from ..eval.common import load_samples, load_token_blocks, setting_name
 
     if not args.samples and not args.reference:
         raise UserError("give --samples and/or --reference")
@@ -262,7 +262,7 @@ def run_diversity(args) -> int:
     sample_sets = [load_samples(path) for path in args.samples]
     for (samples, meta, fp), path in zip(sample_sets, args.samples):
         metrics = diversity.diversity(samples, args.distinct_n, args.window)
-        name = meta.get("name") or Path(path).name
+        name = setting_name(meta, Path(path).name)
         rows.append((name, metrics))
         entries.append({"name": name, "kind": "samples", "source": {**fp, "meta": meta}, "metrics": metrics})
     length = args.length or (sample_sets[0][0].shape[1] if sample_sets else None)  # None: the data's own block length
@@ -286,7 +286,7 @@ def run_diversity(args) -> int:
 
 def run_mauve(args) -> int:
     from ..eval import mauve_eval
-    from ..eval.common import load_model, load_samples
+    from ..eval.common import load_model, load_samples, setting_name
     from ..tokenizer import get_tokenizer
 
     if (args.model is None) == (args.samples is None):
@@ -303,11 +303,20 @@ def run_mauve(args) -> int:
     if args.samples:
         samples, meta, fp = load_samples(args.samples)
         sample_info = {**fp, "meta": meta}
+        made = meta.get("prompts") or {}
+        for key, ours in (("prompt_len", settings.prompt_len), ("gen_len", settings.gen_len)):
+            if made.get(key) not in (None, ours):
+                raise UserError(f"{args.samples} was sampled with {key} {made[key]}, not {ours}")
     judge = load_model(args.judge, "gpt2", device)
     metrics = mauve_eval.evaluate(lm, judge, refs, settings, args.out, samples=samples, resume=not args.no_resume,
                                   progress=not args.quiet)
-    setting = f"gen-{settings.canvas}" if lm is not None and lm.kind == "sedd" else "AR"
-    name = f"{lm.source if lm else Path(args.samples).name} ({setting if lm else 'samples'})"
+    if lm is not None:
+        setting = f"gen-{settings.canvas}" if lm.kind == "sedd" else "AR"
+        name = f"{lm.source} ({setting})"
+    else:  # from the samples' own record
+        canvas = (meta.get("prompts") or {}).get("canvas")
+        setting = f"gen-{canvas}" if meta.get("kind") == "sedd" and canvas else "AR" if meta.get("kind") == "gpt2" else "samples"
+        name = f"{setting_name(meta, Path(args.samples).name)} ({setting})"
     result = {"evaluation": "mauve", "model": _model_info(lm) if lm else None, "samples": sample_info,
               "judge": _model_info(judge), "prompts": prompt_info, "settings": dataclasses.asdict(settings),
               "setting": setting, **metrics}

@@ -265,6 +265,16 @@ def fmt_pm(stat: dict, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
+def setting_name(meta: dict, fallback: str) -> str:
+    """A row label from the samples' metadata: model, sampler, steps, nucleus."""
+    parts = [str(meta[k]) for k in ("model", "sampler") if meta.get(k)]
+    if meta.get("steps"):
+        parts.append(f"T={meta['steps']}")
+    if meta.get("top_p") not in (None, 1.0):
+        parts.append(f"p={meta['top_p']}")
+    return " ".join(parts) or fallback
+
+
 # -- token data -------------------------------------------------------------------------------------------------------
 
 def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, dict, dict]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .common import LoadedModel, ShardCache, ar_token_nll, check_token_ids, fmt_pm, markdown_table
+from .common import LoadedModel, ShardCache, ar_token_nll, check_token_ids, fmt_pm, markdown_table, setting_name
 from .diversity import unigram_entropy
 
 MODES = ("a", "b", "c", "d")
@@ -115,16 +115,6 @@ def evaluate_samples(judge: LoadedModel, samples: np.ndarray, meta: dict, finger
         "unigram_entropy": {"mean": float(entropy.mean()), "std": float(entropy.std(ddof=1)) if len(entropy) > 1 else 0.0},
         "per_sample": {"mean_nll": mean_nll.tolist(), "unigram_entropy": entropy.tolist()},
     }
-
-
-def setting_name(meta: dict, fallback: str) -> str:
-    """A row label from the samples' metadata: model, sampler, steps, nucleus."""
-    parts = [str(meta[k]) for k in ("model", "sampler") if meta.get(k)]
-    if meta.get("steps"):
-        parts.append(f"T={meta['steps']}")
-    if meta.get("top_p") not in (None, 1.0):
-        parts.append(f"p={meta['top_p']}")
-    return " ".join(parts) or fallback
 
 
 def table(results: list[dict], settings: GenPPLSettings) -> str:
