@@ -224,6 +224,13 @@ def mauve_options():
             "seeds": m["seeds"], "num_buckets": m.get("num_buckets"), "batch_size": m["batch_size"]}
 
 
+def latency_options():
+    """`bench latency` flags: everything but the model choice; fhs false must be said (--no-fhs), not omitted."""
+    options = {k: v for k, v in config["latency"].items() if k not in ("sedd", "gpt2", "fhs")}
+    options["fhs" if config["latency"]["fhs"] else "no_fhs"] = True
+    return options
+
+
 def latency_model(kind):
     """What `bench latency` gets for one side: a configured model (path or hub id), else the string itself."""
     chosen = config["latency"].get(kind) or next(iter(models_of(kind, "subject")), None)

@@ -177,8 +177,8 @@ rule latency:
     params:
         sedd=latency_model("sedd")[0],
         gpt2=latency_model("gpt2")[0],
-        options=canon({k: v for k, v in config["latency"].items() if k not in ("sedd", "gpt2")}),
-        args=flags({k: v for k, v in config["latency"].items() if k not in ("sedd", "gpt2")}),
+        options=canon(latency_options()),
+        args=flags(latency_options()),
         code=CODE["bench"],
     log:
         f"{RESULTS}/logs/bench/latency.log",
