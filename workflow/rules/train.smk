@@ -2,8 +2,9 @@
 
 The run directory (checkpoints, metrics.jsonl) is deliberately NOT a declared output: Snakemake deletes outputs
 before a job starts, and a requeued or resubmitted SLURM job must find its checkpoints to resume. Instead the rule
-keeps a fingerprint of the training settings and code in the run directory and wipes stale checkpoints only when
-that fingerprint changed, so a changed setting trains from scratch while a preempted job resumes.
+keeps a fingerprint of the training settings, the training code and the data manifest in the run directory and
+wipes stale checkpoints only when that fingerprint changed, so a changed setting or re-tokenised data trains from
+scratch while a preempted job resumes.
 
 Preemption: `pysedd train` checkpoints and exits with code 75 on SIGTERM/SIGUSR1. Under SLURM the job is requeued
 by SLURM (`slurm-requeue` in the profile) or, when it ran out of time, resubmitted by Snakemake (`retries`); the
@@ -37,7 +38,7 @@ rule train:
         """
         run=$(dirname {output.export})
         mkdir -p $run
-        echo {params.fingerprint} > $run/.fingerprint.new
+        echo {params.fingerprint} $(sha256sum < {input.manifest}) > $run/.fingerprint.new
         if ! cmp -s $run/.fingerprint.new $run/.fingerprint; then rm -rf $run/checkpoints $run/metrics.jsonl; fi
         mv $run/.fingerprint.new $run/.fingerprint
         budget=""
