@@ -237,3 +237,14 @@ def test_bad_inputs(data_dir, tmp_path, capsys):
     assert "is not a prepared dataset" in capsys.readouterr().err
     with pytest.raises(UserError, match="has no split 'nope'"):
         Trainer(tiny(data_dir, tmp_path / "o", eval_every=1, val_split="nope"))
+
+
+def test_fused_and_plain_sedd_loss_agree(data_dir, tmp_path):
+    fused = Trainer(tiny(data_dir, tmp_path / "f"))
+    plain = Trainer(tiny(data_dir, tmp_path / "p", fused_loss=False))
+    assert fused.objective.fused and not plain.objective.fused
+    plain.model.load_state_dict(fused.model.state_dict())
+    x0 = fused.train_data.batch([0, 1, 2, 3])
+    a = fused.objective(x0, generator=torch.Generator().manual_seed(5))
+    b = plain.objective(x0, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)

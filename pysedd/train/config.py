@@ -25,6 +25,7 @@ class TrainConfig:
     hidden_size: int | None = None  # None: the preset's; set these three for custom (e.g. test-sized) models
     n_blocks: int | None = None
     n_heads: int | None = None
+    fused_loss: bool = True  # SEDD absorb + scale_by_sigma: pysedd.ops fused loss (no [B, L, V] scores); same values
     init_from: str | None = None  # start from pretrained weights: a directory or hub id (gpt2, louaaron/sedd-small)
     data: str = ""  # directory written by `pysedd prepare`
     train_split: str = "train"

@@ -17,14 +17,16 @@ from pysedd.errors import UserError
 class SEDDObjective(nn.Module):
     """Denoising score entropy (sedd-spec.md §7): loss_b = Σ_l σ'(t_b)·ℓ_{b,l}, t ~ U per sequence."""
 
-    def __init__(self, model, graph, noise):
+    def __init__(self, model, graph, noise, fused: bool = True):
         super().__init__()
         self.model, self.graph, self.noise = model, graph, noise
+        # the fused loss needs the absorbing graph with scale_by_sigma; elsewhere the plain loss is the only one
+        self.fused = fused and graph.absorb and model.scale_by_sigma
 
     def forward(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         from pysedd.losses import score_entropy_loss
 
-        return score_entropy_loss(self.model, self.graph, self.noise, x0, generator=generator)
+        return score_entropy_loss(self.model, self.graph, self.noise, x0, generator=generator, fused=self.fused)
 
     def save_pretrained(self, directory: str | Path) -> None:
         self.model.save_pretrained(directory)
@@ -108,4 +110,4 @@ def build_objective(cfg, seq_len: int) -> nn.Module:
         model = SEDD(config)
     if config.model.length < seq_len:
         raise UserError(f"the SEDD model handles {config.model.length} positions < seq_len {seq_len}")
-    return SEDDObjective(model, get_graph(config.graph.type, config.tokens), get_noise(config.noise))
+    return SEDDObjective(model, get_graph(config.graph.type, config.tokens), get_noise(config.noise), cfg.fused_loss)
