@@ -20,7 +20,7 @@ class TrainConfig:
     model: str = "sedd"  # sedd | gpt2 (transformers GPT2LMHeadModel of the same width and depth)
     size: str = "tiny"  # a SEDDConfig preset: tiny, mini, small (paper: 768x12), medium (1024x24), large-1.45b
     graph: str = "absorb"  # SEDD only: absorb | uniform
-    noise: str = "loglinear"  # SEDD only: loglinear | geometric
+    noise: str | None = None  # SEDD only: loglinear | geometric; None: loglinear for absorb, geometric for uniform
     dropout: float | None = None  # None: the preset's (0.1)
     hidden_size: int | None = None  # None: the preset's; set these three for custom (e.g. test-sized) models
     n_blocks: int | None = None

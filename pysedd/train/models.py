@@ -51,14 +51,16 @@ class GPT2Objective(nn.Module):
         self.model.save_pretrained(directory)
 
 
-def sedd_config(size: str, seq_len: int, graph: str = "absorb", noise: str = "loglinear", **model_overrides):
-    """SEDDConfig preset ``size`` (uniform graph → no scale_by_sigma) with the data's sequence length, the chosen
-    noise schedule and optional ModelConfig overrides (dropout, hidden_size, ...)."""
+def sedd_config(size: str, seq_len: int, graph: str = "absorb", noise: str | None = None, **model_overrides):
+    """SEDDConfig preset ``size`` with the data's sequence length and optional ModelConfig overrides (dropout,
+    hidden_size, ...). The preset's graph recipe applies (uniform: geometric noise, no scale_by_sigma) unless
+    ``noise`` names another schedule."""
     from pysedd.config import SEDDConfig
 
     cfg = SEDDConfig.preset(size, graph=graph, length=seq_len, **model_overrides)
-    cfg.noise = dataclasses.replace(cfg.noise, type=noise)
-    cfg.validate()
+    if noise is not None:
+        cfg.noise = dataclasses.replace(cfg.noise, type=noise)
+        cfg.validate()
     return cfg
 
 
