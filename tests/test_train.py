@@ -248,3 +248,19 @@ def test_fused_and_plain_sedd_loss_agree(data_dir, tmp_path):
     a = fused.objective(x0, generator=torch.Generator().manual_seed(5))
     b = plain.objective(x0, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_config_precedence_preset_file_flags(tmp_path):
+    from pysedd.cli import build_parser
+    from pysedd.commands.train import config_from_args
+
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text("model: gpt2\nsteps: 30\nlr: 1.0e-4\nbetas: [0.9, 0.95]\n")
+    assert TrainConfig.from_file(cfg_file).betas == (0.9, 0.95)
+    args = build_parser().parse_args(["train", "--preset", "cpu-tiny", "--config", str(cfg_file), "--steps", "7"])
+    cfg = config_from_args(args)
+    assert (cfg.model, cfg.steps, cfg.lr, cfg.batch_size, cfg.warmup_steps) == ("gpt2", 7, 1e-4, 8, 20)
+    paper = TrainConfig.preset("paper-small")
+    assert (paper.size, paper.batch_size, paper.lr, paper.warmup_steps, paper.ema_decay, paper.grad_clip,
+            paper.betas, paper.eps, paper.weight_decay) == ("small", 512, 3e-4, 2500, 0.9999, 1.0, (0.9, 0.999),
+                                                             1e-8, 0.0)
