@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -235,6 +234,10 @@ def test_bad_inputs(data_dir, tmp_path, capsys):
         TrainConfig.from_file(bad_yaml)
     assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "is not a prepared dataset" in capsys.readouterr().err
+    from pysedd.train import load_ar_model
+
+    with pytest.raises(UserError, match="cannot load GPT-2 weights from 'gpt2-medium'"):
+        load_ar_model("gpt2-medium")  # offline in tests: a clear error, not a traceback
     with pytest.raises(UserError, match="has no split 'nope'"):
         Trainer(tiny(data_dir, tmp_path / "o", eval_every=1, val_split="nope"))
 
