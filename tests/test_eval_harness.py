@@ -112,6 +112,23 @@ def test_sedd_greedy_flag(tiny_sedd):
     assert not lm._is_greedy([50256, 5, 6], [11, 12, 50256])
 
 
+def test_sedd_generate_until_stops_at_the_stop_string(tiny_sedd):
+    lm = harness.SEDDLM(tiny_sedd, gen_steps=4, seed=1)
+
+    class Request:
+        def __init__(self, *args):
+            self.args = args
+
+    context = "Once upon a time"
+    full, again = lm.generate_until([Request(context, {"until": ["@@@"], "max_gen_toks": 12})] * 2, disable_tqdm=True)
+    assert full == again and len(full) > 0  # seeded per request
+    stop = full[len(full) // 2]
+    (cut,) = lm.generate_until([Request(context, {"until": [stop], "max_gen_toks": 12})], disable_tqdm=True)
+    assert cut == full.split(stop)[0]
+    with pytest.raises(UserError, match="does not fit"):
+        lm.generate_until([Request("x", {"max_gen_toks": 64})], disable_tqdm=True)
+
+
 def test_sedd_lm_rejects_gpt2_and_long_targets(tiny_gpt2, tiny_sedd):
     with pytest.raises(UserError, match="needs a SEDD checkpoint"):
         harness.SEDDLM(tiny_gpt2)

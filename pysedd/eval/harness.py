@@ -6,6 +6,7 @@ the context stays clean, only target positions are corrupted, K draws of t (eval
 of a request is derived from the base seed and its context, so a number does not depend on the order or the batching
 of requests, and the choices of one question share their t draws. `is_greedy` (used by LAMBADA acc) comes from one forward pass on
 [EOS]+ctx ++ [MASK]×(|target|−1) ++ [EOS] at σ(ε): greedy iff the argmax over real tokens is the target everywhere.
+`generate_until` fills the positions after the context with the analytic sampler.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class SEDDLM(LM):
 
     def __init__(self, pretrained: str | LoadedModel, tokenizer: str = "gpt2", n_samples: int = 256, seed: int = 0,
                  batch_size: int | str = 64, sampling_eps: float = 1e-3, greedy: bool = True, device: str | None = None,
-                 max_length: int | None = None, disable_tqdm: bool = False, **unused: Any):
+                 max_length: int | None = None, gen_steps: int = 128, disable_tqdm: bool = False, **unused: Any):
         super().__init__()
         from ..tokenizer import get_tokenizer
 
@@ -51,13 +52,9 @@ class SEDDLM(LM):
         self.sampling_eps = float(sampling_eps)
         self.greedy = str(greedy).lower() not in ("false", "0", "no")
         self.max_length = int(max_length or self.lm.max_length)
+        self.gen_steps = int(gen_steps)
         self.disable_tqdm = disable_tqdm
         self.eos = self.tokenizer.eos_id
-
-    @property
-    def settings(self) -> dict:
-        return {"n_samples": self.n_samples, "seed": self.seed, "sampling_eps": self.sampling_eps,
-                "greedy": self.greedy, "max_length": self.max_length, "batch_size": self.batch_size}
 
     # -- pieces ---------------------------------------------------------------------------------------------------
     def _fit(self, context: list[int], target: list[int]) -> list[int]:
@@ -120,8 +117,30 @@ class SEDDLM(LM):
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
         return out
 
+    @torch.no_grad()
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        raise UserError("the sedd lm-eval model scores likelihoods only; generate_until tasks are not supported")
+        """Fill `max_gen_toks` positions after [EOS]+context with the analytic sampler (`gen_steps` steps, the prompt
+        clamped), decode them, and cut at the first `until` string."""
+        from ..sampling import Conditioning, pc_sample
+
+        out = []
+        for req in tqdm(requests, desc="sedd generate_until", disable=disable_tqdm or self.disable_tqdm):
+            context_text, gen_kwargs = req.args
+            until = gen_kwargs.get("until") or [self.tokenizer.decode([self.eos])]
+            until = [until] if isinstance(until, str) else list(until)
+            n_new = int(gen_kwargs.get("max_gen_toks", 256))
+            if n_new + 1 > self.max_length:
+                raise UserError(f"max_gen_toks {n_new} does not fit the model's {self.max_length}-token context")
+            context = ([self.eos] + self.tokenizer.encode(context_text))[-(self.max_length - n_new):]
+            generator = torch.Generator(self.lm.device).manual_seed(request_seed(self.seed, context_text))
+            res = pc_sample(self.lm.model, self.lm.graph, self.lm.noise, 1, len(context) + n_new, self.gen_steps,
+                            generator=generator, conditioning=Conditioning.prefix([context]))
+            text = self.tokenizer.decode(res.samples[0, len(context):].tolist())
+            for stop in until:
+                text = text.split(stop)[0]
+            out.append(text)
+            self.cache_hook.add_partial("generate_until", req.args, text)
+        return out
 
 
 if MODEL_NAME not in MODEL_REGISTRY.keys():  # importing this module twice must not register a second class
