@@ -198,5 +198,6 @@ def test_lm_eval_cli_over_the_offline_copies(shared_data, tiny_gpt2, tmp_path, c
     assert set(result["pysedd"]["metrics"]) == set(tasks)
     assert result["pysedd"]["tasks"]["winogrande"]["n_docs"] == 1267
     assert "WinoGrande" in (tmp_path / "lm.md").read_text()
+    assert list((tmp_path / "lm.json.shards").glob("requests-*_rank0.db"))  # lm-eval's request cache, for resuming
     assert main(base + ["--tasks", "mmlu"]) == 2
     assert "unknown task 'mmlu'" in capsys.readouterr().err

@@ -201,7 +201,7 @@ def run_zero_shot(args) -> int:
 
 def run_lm_eval(args) -> int:
     from ..eval import harness
-    from ..eval.common import load_model
+    from ..eval.common import load_model, settings_hash
     from ..eval.local_tasks import DEFAULT_FILES, check_task
 
     files = _key_values(args.task_file, "--task-file")
@@ -219,9 +219,10 @@ def run_lm_eval(args) -> int:
     settings = {"tasks": args.tasks, "n_samples": args.n_samples, "seed": args.seed, "batch_size": args.batch_size,
                 "limit": limit, "num_fewshot": args.num_fewshot, "greedy": not args.no_greedy,
                 "bootstrap_iters": args.bootstrap_iters}
-    from ..eval.common import settings_hash
-
-    cache = None if args.no_resume else str(shards / f"requests-{settings_hash({**settings, 'model': lm.fingerprint})}")
+    cache = None
+    if not args.no_resume:  # lm-eval's sqlite request cache: a rerun skips every request already answered
+        shards.mkdir(parents=True, exist_ok=True)
+        cache = str(shards / f"requests-{settings_hash({**settings, 'model': lm.fingerprint})}")
     out = harness.run_lm_eval(lm, args.tasks, data_files=files, cache_dir=str(shards / "tasks"),
                               n_samples=args.n_samples, seed=args.seed, batch_size=args.batch_size, limit=limit,
                               num_fewshot=args.num_fewshot, greedy=not args.no_greedy,

@@ -4,8 +4,9 @@ A request (context, continuation) becomes the sequence [EOS] + tok(context) ++ t
 as BOS, as in GPT-2). Its log-likelihood is −(Monte-Carlo conditional NELBO of the target, tok(continuation) + [EOS]):
 the context stays clean, only target positions are corrupted, K draws of t (evaluation-protocols.md §2.1). The seed
 of a request is derived from the base seed and its context, so a number does not depend on the order or the batching
-of requests, and the choices of one question share their t draws. `is_greedy` (used by LAMBADA acc) comes from one forward pass on
-[EOS]+ctx ++ [MASK]×(|target|−1) ++ [EOS] at σ(ε): greedy iff the argmax over real tokens is the target everywhere.
+of requests, and the choices of one question share their t draws. `is_greedy` (used by LAMBADA acc) comes from one
+forward pass on [EOS]+ctx ++ [MASK]×(|target|−1) ++ [EOS] at σ(ε): greedy iff the argmax over real tokens is the
+target everywhere.
 `generate_until` fills the positions after the context with the analytic sampler.
 """
 from __future__ import annotations
