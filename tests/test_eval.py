@@ -176,7 +176,7 @@ def test_gen_ppl_and_diversity_cli(tiny_gpt2_dir, tokenizer, tmp_path, capsys):
     assert main(["eval", "gen-ppl", "--samples", str(path), "--judge", str(tiny_gpt2_dir), "--out", str(out),
                  "--table", str(tmp_path / "g.md"), "--quiet", "--device", "cpu"]) == 0
     result = json.loads(out.read_text())
-    assert result["evaluation"] == "gen-ppl" and result["results"][0]["primary_mode"] == "b"
+    assert result["evaluation"] == "gen-ppl" and result["results"][str(path)]["primary_mode"] == "b"
     assert result["judge"]["fingerprint"]["sha256"]["config.json"]
     assert "Gen PPL (b)" in (tmp_path / "g.md").read_text()
     text = tmp_path / "train.txt"
@@ -185,8 +185,8 @@ def test_gen_ppl_and_diversity_cli(tiny_gpt2_dir, tokenizer, tmp_path, capsys):
     assert main(["eval", "diversity", "--samples", str(path), "--reference", str(text), "--distinct-n", "1", "2",
                  "--out", str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
-    assert [r["kind"] for r in result["results"]] == ["samples", "reference"]
-    assert result["results"][1]["metrics"]["lengths"] == [24]
+    assert [r["kind"] for r in result["results"].values()] == ["samples", "reference"]
+    assert result["results"][str(text)]["metrics"]["lengths"] == [24]
     capsys.readouterr()
 
 
@@ -355,7 +355,7 @@ def test_prepared_directory_for_zero_shot_and_diversity(tiny_gpt2_dir, tmp_path,
     assert res["data"]["split"] == "validation" and res["metrics"]["n_tokens"] == 31 * res["metrics"]["n_sequences"]
     out = tmp_path / "div.json"
     assert main(["eval", "diversity", "--data", str(data), "--split", "validation", "--out", str(out), "--quiet"]) == 0
-    assert json.loads(out.read_text())["results"][0]["metrics"]["lengths"] == [32]
+    assert json.loads(out.read_text())["results"][str(data)]["metrics"]["lengths"] == [32]
     assert main(["eval", "zero-shot", "--model", str(tiny_gpt2_dir), "--data", str(tmp_path), "--out", str(out)]) == 2
     assert "not a prepared dataset" in capsys.readouterr().err
 

@@ -249,7 +249,8 @@ def run_gen_ppl(args) -> int:
     results = [gen_ppl.evaluate_samples(judge, s, meta, fp, settings, tokenizer, args.out, resume=not args.no_resume,
                                         progress=not args.quiet) for s, meta, fp in inputs]
     result = {"evaluation": "gen-ppl", "judge": _model_info(judge), "settings": dataclasses.asdict(settings),
-              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes}, "results": results}
+              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes},
+              "results": {path: r for path, r in zip(args.samples, results)}}
     return _finish(args, result, gen_ppl.table(results, settings))
 
 
@@ -259,13 +260,13 @@ def run_diversity(args) -> int:
 
     if not args.samples and not args.reference:
         raise UserError("give --samples and/or --reference")
-    rows, entries = [], []
+    rows, entries = [], {}
     sample_sets = [load_samples(path) for path in args.samples]
     for (samples, meta, fp), path in zip(sample_sets, args.samples):
         metrics = diversity.diversity(samples, args.distinct_n, args.window)
         name = setting_name(meta, Path(path).name)
         rows.append((name, metrics))
-        entries.append({"name": name, "kind": "samples", "source": {**fp, "meta": meta}, "metrics": metrics})
+        entries[path] = {"name": name, "kind": "samples", "source": {**fp, "meta": meta}, "metrics": metrics}
     length = args.length or (sample_sets[0][0].shape[1] if sample_sets else None)  # None: the data's own block length
     limit = args.reference_limit or (max(len(s[0]) for s in sample_sets) if sample_sets else None)
     if args.reference:
@@ -277,7 +278,7 @@ def run_diversity(args) -> int:
             metrics = diversity.diversity(blocks, args.distinct_n, args.window)
             name = f"data: {Path(ref).name}"
             rows.append((name, metrics))
-            entries.append({"name": name, "kind": "reference", "source": info, "metrics": metrics})
+            entries[ref] = {"name": name, "kind": "reference", "source": info, "metrics": metrics}
     result = {"evaluation": "diversity", "settings": {"window": args.window, "distinct_n": args.distinct_n,
                                                       "reference_length": length, "reference_limit": limit,
                                                       "reference_split": args.split},
