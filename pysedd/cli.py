@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "pysedd.commands.sample",
     "pysedd.commands.bench",
     "pysedd.commands.eval",
+    "pysedd.commands.report",
 )
 
 
