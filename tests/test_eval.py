@@ -268,6 +268,16 @@ def test_shard_cache_keys_on_settings(tmp_path):
     assert ShardCache(tmp_path / "r.json", {"seed": 0}, enabled=False).get("s0") is None
 
 
+def test_training_run_directories_load_from_export(tiny_gpt2_dir, tiny_sedd_dir, tmp_path):
+    """`pysedd train` leaves RUN_DIR/export/; passing RUN_DIR itself works for either model."""
+    import shutil
+
+    for name, source, kind in (("gpt2-run", tiny_gpt2_dir, "gpt2"), ("sedd-run", tiny_sedd_dir, "sedd")):
+        shutil.copytree(source, tmp_path / name / "export")
+        lm = load_model(str(tmp_path / name))
+        assert lm.kind == kind and lm.fingerprint["path"].endswith("export")
+
+
 def test_model_kind_detection_errors(tmp_path):
     with pytest.raises(UserError, match="no such model directory"):
         load_model("./does-not-exist")

@@ -192,11 +192,15 @@ def run_lm_eval(lm: LoadedModel, tasks: list[str], *, data_files: dict[str, str]
     # indexing lm-eval's thousands of built-in YAMLs takes tens of seconds; local task YAMLs include theirs by path
     all_local = all(task in data_files for task in tasks)
     model = build_lm(lm, n_samples=n_samples, seed=seed, batch_size=batch_size, greedy=greedy)
-    results = lm_eval.simple_evaluate(
-        model=model, tasks=task_specs, task_manager=TaskManager(include_defaults=not all_local), num_fewshot=num_fewshot, limit=limit,
-        bootstrap_iters=bootstrap_iters, log_samples=False, use_cache=request_cache,
-        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-    )
+    try:
+        results = lm_eval.simple_evaluate(
+            model=model, tasks=task_specs, task_manager=TaskManager(include_defaults=not all_local),
+            num_fewshot=num_fewshot, limit=limit, bootstrap_iters=bootstrap_iters, log_samples=False,
+            use_cache=request_cache, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    except ConnectionError as e:  # a built-in task's dataset is on the hub
+        raise UserError(f"{str(e).splitlines()[0]}: offline, give the task's data with --local-data or --task-file") from None
     if results is None:
         raise UserError("lm-eval returned no results")
     from lm_eval.utils import handle_non_serializable
