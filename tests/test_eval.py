@@ -10,7 +10,7 @@ import torch
 from pysedd.cli import main
 from pysedd.errors import UserError
 from pysedd.eval import diversity, gen_ppl, mauve_eval, zero_shot
-from pysedd.eval.common import ShardCache, ar_token_nll, load_model, load_samples
+from pysedd.eval.common import ShardCache, ar_token_nll, derived_seed, load_model, load_samples
 
 TEXT = ("The quick brown fox jumps over the lazy dog. A stitch in time saves nine. "
         "All that glitters is not gold, and not all those who wander are lost.\n") * 3
@@ -330,7 +330,7 @@ def test_zero_shot_sedd_is_a_bound_over_the_same_chunks(tiny_sedd_dir, tokenizer
     assert m["bound"] and m["n_tokens"] == 16 * m["n_sequences"]  # every token of a chunk is scored
     blocks, _ = zero_shot.load_chunks("lm1b", [str(path)], settings, 16, tokenizer)
     nll = [float(sequence_nelbo(lm.model, lm.graph, lm.noise, torch.from_numpy(blocks[i:i + 1]), n_samples=4,
-                                seed=7 + i, batch_size=4).nelbo[0]) for i in range(len(blocks))]
+                                seed=derived_seed(7, i), batch_size=4).nelbo[0]) for i in range(len(blocks))]
     assert m["nll_per_token"] == pytest.approx(sum(nll) / (16 * len(nll)), rel=1e-6)
     assert m["mean_then_exp"] == pytest.approx(math.exp(m["nll_per_token"]))
     assert "≤" in zero_shot.table([{"model": {"source": "tiny"}, "datasets": {"lm1b": res}}])

@@ -44,6 +44,13 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def derived_seed(seed: int, *parts) -> int:
+    """A 31-bit seed from a base seed and what identifies one unit of work (a chunk index, a request's text), so its
+    random numbers depend on neither the order nor the batching of the work, and units never share a stream."""
+    digest = hashlib.sha256("\x00".join(map(str, (seed, *parts))).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def environment() -> dict:
     """Library versions that can move a number."""
     import importlib.metadata as md

@@ -11,7 +11,6 @@ target everywhere.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -22,14 +21,9 @@ from lm_eval.api.registry import MODEL_REGISTRY, register_model
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from .common import LoadedModel, default_device, load_model
+from .common import LoadedModel, default_device, derived_seed, load_model
 
 MODEL_NAME = "sedd"
-
-
-def request_seed(seed: int, *texts: str) -> int:
-    digest = hashlib.sha256("\x00".join([str(seed), *texts]).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 class SEDDLM(LM):
@@ -94,7 +88,7 @@ class SEDDLM(LM):
                 context_ids = [self.eos] + self.tokenizer.encode(context_text)
                 targets = [self.tokenizer.encode(requests[i].args[1]) + [self.eos] for i in idx]
                 contexts = [self._fit(context_ids, t) for t in targets]
-                nelbos = self._nelbo(contexts, targets, request_seed(self.seed, context_text))
+                nelbos = self._nelbo(contexts, targets, derived_seed(self.seed, context_text))
                 for i, context, target, nelbo in zip(idx, contexts, targets, nelbos):
                     greedy = self._is_greedy(context, target) if self.greedy else False
                     out[i] = (-nelbo, greedy)
@@ -113,7 +107,7 @@ class SEDDLM(LM):
             windows = map(make_disjoint_window, get_rolling_token_windows(tokens, self.eos, self.max_length - 1, 1))
             total = 0.0
             for k, (context, target) in enumerate(windows):
-                total -= self._nelbo([self._fit(context, target)], [target], request_seed(self.seed, text, str(k)))[0]
+                total -= self._nelbo([self._fit(context, target)], [target], derived_seed(self.seed, text, str(k)))[0]
             out.append(total)
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
         return out
@@ -133,7 +127,7 @@ class SEDDLM(LM):
             if n_new + 1 > self.max_length:
                 raise UserError(f"max_gen_toks {n_new} does not fit the model's {self.max_length}-token context")
             context = ([self.eos] + self.tokenizer.encode(context_text))[-(self.max_length - n_new):]
-            generator = torch.Generator(self.lm.device).manual_seed(request_seed(self.seed, context_text))
+            generator = torch.Generator(self.lm.device).manual_seed(derived_seed(self.seed, context_text))
             res = pc_sample(self.lm.model, self.lm.graph, self.lm.noise, 1, len(context) + n_new, self.gen_steps,
                             generator=generator, conditioning=Conditioning.prefix([context]))
             text = self.tokenizer.decode(res.samples[0, len(context):].tolist())
