@@ -230,8 +230,9 @@ def run_lm_eval(args) -> int:
     metrics = harness.task_metrics(out["lm_eval"])
     pysedd_info = {"evaluation": "lm-eval", "model": _model_info(lm), "settings": settings, "tasks": out["tasks"],
                    "metrics": metrics,
-                   "likelihood": "SEDD: -(conditional NELBO of tok(continuation)+EOS given EOS+tok(context)), "
-                                 "per-request seed" if lm.kind == "sedd" else "GPT-2 exact, lm-eval hf model"}
+                   "likelihood": ("SEDD: -(conditional NELBO of tok(continuation)+EOS given EOS+tok(context)), "
+                                  "seed derived from --seed and the context" if lm.kind == "sedd"
+                                  else "GPT-2 exact, lm-eval's hf model")}
     result = {**out["lm_eval"], "pysedd": pysedd_info}
     return _finish(args, result, harness.table([(lm.source, metrics)]))
 

@@ -22,6 +22,7 @@ import torch
 from ..errors import UserError
 from .common import (LoadedModel, ShardCache, ar_token_nll, check_token_ids, derived_seed, fmt_pm, markdown_table,
                      mean_std, sha256_file)
+from .diversity import unigram_entropy
 
 
 @dataclass
@@ -173,8 +174,6 @@ def evaluate(lm: LoadedModel | None, judge: LoadedModel, refs: np.ndarray, setti
     q_feat = judge_features(judge, generations, settings.batch_size)
     buckets = settings.num_buckets or default_buckets(len(p_feat), len(q_feat))
     scores = mauve_scores(p_feat, q_feat, settings.mauve_seeds, buckets, settings.scaling_factor)
-    from .diversity import unigram_entropy
-
     return {
         "mauve": {**mean_std(scores), "per_seed": dict(zip(map(str, settings.mauve_seeds), scores)),
                   "num_buckets": buckets, "scaling_factor": settings.scaling_factor,
