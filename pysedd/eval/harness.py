@@ -215,7 +215,7 @@ def task_metrics(lm_eval_results: dict) -> dict[str, dict]:
 
 
 def table(rows: list[tuple[str, dict]]) -> str:
-    """Table 2: accuracy (acc_norm where lm-eval reports it) per task, LAMBADA also as perplexity."""
+    """Table 2: accuracy per task (acc / acc_norm), LAMBADA also as perplexity."""
     from .common import markdown_table
 
     tasks = [t for t in PAPER_COLUMNS if any(t in m for _, m in rows)]
@@ -225,10 +225,11 @@ def table(rows: list[tuple[str, dict]]) -> str:
         row = [name]
         for t in tasks:
             m = metrics.get(t, {})
-            value = m.get("acc_norm", m.get("acc"))
-            row.append("–" if value is None else f"{100 * value:.2f}")
+            cells = [f"{100 * m[k]:.2f}" for k in ("acc", "acc_norm") if m.get(k) is not None]
+            row.append(" / ".join(cells) or "–")
         if "lambada_openai" in tasks:
             ppl = metrics.get("lambada_openai", {}).get("perplexity")
             row.append("–" if ppl is None else f"{ppl:.2f}")
         body.append(row)
-    return markdown_table(header, body) + "\n\nAccuracy in % (acc_norm where defined, else acc); SEDD log-likelihoods are ELBO bounds."
+    return markdown_table(header, body) + ("\n\nAccuracy in %, acc / acc_norm (length-normalised) where lm-eval reports "
+                                           "both; SEDD log-likelihoods are ELBO bounds.")
