@@ -90,24 +90,26 @@ def _extensions():
 
 
 class BuildExtension(cpp_extension.BuildExtension):
-    """With PYSEDD_EXT_OPTIONAL=1 a failed build warns instead of failing the install (ninja raises
-    RuntimeError, so setuptools' Extension(optional=True) would not catch it)."""
+    """With PYSEDD_EXT_OPTIONAL=1 a failed build warns instead of failing the install and the failed extension is
+    dropped (ninja raises RuntimeError, so setuptools' Extension(optional=True) would not catch it)."""
 
     optional = os.environ.get("PYSEDD_EXT_OPTIONAL", "0") == "1"
-    _failed = set()
 
-    def build_extension(self, ext):
+    def _guard(self, build, names):
         try:
-            super().build_extension(ext)
-        except Exception as err:  # noqa: BLE001 - any compiler/ninja failure
+            build()
+        except Exception as err:  # noqa: BLE001 - compiler checks, ninja and compiler failures alike
             if not self.optional:
                 raise
-            self._failed.add(ext.name)
-            warnings.warn(f"pysedd: building {ext.name} failed ({err}); pysedd.ops will use the PyTorch reference")
+            warnings.warn(f"pysedd: building {', '.join(names)} failed ({err}); pysedd.ops will use the PyTorch "
+                          "reference")
+            self.extensions = [e for e in self.extensions if e.name not in names]
 
-    def copy_extensions_to_source(self):
-        self.extensions = [e for e in self.extensions if e.name not in self._failed]
-        super().copy_extensions_to_source()
+    def build_extensions(self):
+        self._guard(super().build_extensions, [e.name for e in self.extensions])
+
+    def build_extension(self, ext):
+        self._guard(lambda: super(BuildExtension, self).build_extension(ext), [ext.name])
 
 
 ext_modules = _extensions()

@@ -97,7 +97,7 @@ def ar_sample(model, batch_size: int, length: int, *, prompt_ids=None, top_k: in
     if max_positions is not None and inputs.shape[1] + length > max_positions:
         raise UserError(f"prompt ({inputs.shape[1]}) + length ({length}) exceeds the model's {max_positions} positions")
     gen = GenerationConfig(
-        do_sample=not greedy, top_k=top_k if top_k > 0 else None, top_p=top_p, temperature=temperature,
+        do_sample=not greedy, top_k=top_k, top_p=top_p,  # top_k=None would mean transformers' default 50 temperature=temperature,
         max_new_tokens=length, use_cache=use_cache, pad_token_id=eos, bos_token_id=bos,
         # exact length: no stop token at all. (None would fall back to the model's EOS, and min_new_tokens would
         # then suppress EOS, changing every token's law; with no stop token EOS is sampled like any other token.)

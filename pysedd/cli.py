@@ -14,6 +14,8 @@ COMMAND_MODULES = (
     "pysedd.commands.train",
     "pysedd.commands.sample",
     "pysedd.commands.bench",
+    "pysedd.commands.eval",
+    "pysedd.commands.report",
 )
 
 

@@ -102,20 +102,26 @@ def _check_ids(graph: Graph, ids: torch.Tensor, name: str) -> None:
 
 def _estimate(model, graph, noise, seqs: torch.Tensor, scored: torch.Tensor, keys: Sequence[int], *, n_samples: int,
               stratified: bool, seed: int, sampling_eps: float, batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """NELBO estimates and standard errors for sequences [B, L] (CPU) whose `scored` [B, L] positions are diffused."""
+    """NELBO estimates and standard errors for sequences [B, L] (CPU) whose `scored` [B, L] positions are diffused.
+    Sequences go through in groups of about batch_size / K, so memory stays bounded whatever B is."""
     B, L = seqs.shape
     K = n_samples
-    x_t = torch.empty(B, K, L, dtype=torch.int64)
-    ts = torch.empty(B, K, dtype=torch.float64)
-    for b in range(B):
-        gen = _generator(seed, keys[b])
-        ts[b] = _draw_t(K, stratified, sampling_eps, gen)
-        sigma = noise.total_noise(ts[b])
-        noisy = graph.sample_transition(seqs[b].expand(K, L), sigma, generator=gen)
-        x_t[b] = torch.where(scored[b], noisy, seqs[b])  # unscored (context) positions stay clean
-    sigma, dsigma = noise(ts.reshape(-1))
-    y = _weighted_dse(model, graph, x_t.reshape(B * K, L), seqs.repeat_interleave(K, 0), sigma, dsigma,
-                      scored.repeat_interleave(K, 0), batch_size or K).reshape(B, K)
+    rows_per_call = batch_size or K
+    group = max(1, rows_per_call // K)
+    y = torch.empty(B, K, dtype=torch.float64)
+    for start in range(0, B, group):
+        idx = range(start, min(B, start + group))
+        x_t, ts = [], []
+        for b in idx:
+            gen = _generator(seed, keys[b])
+            t = _draw_t(K, stratified, sampling_eps, gen)
+            noisy = graph.sample_transition(seqs[b].expand(K, L), noise.total_noise(t), generator=gen)
+            x_t.append(torch.where(scored[b], noisy, seqs[b]))  # unscored (context) positions stay clean
+            ts.append(t)
+        sigma, dsigma = noise(torch.cat(ts))
+        sel = torch.tensor(list(idx))
+        y[sel] = _weighted_dse(model, graph, torch.cat(x_t), seqs[sel].repeat_interleave(K, 0), sigma, dsigma,
+                               scored[sel].repeat_interleave(K, 0), rows_per_call).reshape(len(idx), K)
     return y.mean(1), _stderr(y, stratified)
 
 

@@ -21,10 +21,10 @@ class FactorisedAbsorbOracle(nn.Module):
     time_independent = True
     scale_by_sigma = True
 
-    def __init__(self, p: torch.Tensor):
+    def __init__(self, p: torch.Tensor, dtype=torch.float64):
         super().__init__()
         self.register_buffer("logp", p.double().log())
-        self.n_tokens = p.shape[1]
+        self.n_tokens, self.dtype = p.shape[1], dtype  # float32 output takes the compiled reverse-step kernel if built
         self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, x, sigma):
@@ -38,7 +38,7 @@ class FactorisedAbsorbOracle(nn.Module):
         out[..., :N] = torch.where(masked, logp - log_e[..., None], NEG)
         p_self = logp.gather(-1, x.clamp_max(N - 1)[..., None]).squeeze(-1)
         out[..., M] = torch.where(x == M, 0.0, log_e - p_self)
-        return out.scatter(-1, x[..., None], 0.0)
+        return out.scatter(-1, x[..., None], 0.0).to(self.dtype)
 
 
 class TimeConditionedAbsorbOracle(FactorisedAbsorbOracle):

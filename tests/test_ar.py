@@ -6,7 +6,7 @@ from scipy.stats import chisquare
 from pysedd.ar import GPT2_PRESETS, ar_sample, ar_token_nll, gpt2_config, load_ar_model
 from pysedd.errors import UserError
 
-V, EOS = 48, 47
+V, EOS = 80, 79  # more than 50 tokens, so a stray default top_k=50 would show
 
 
 @pytest.fixture(scope="module")
@@ -15,8 +15,12 @@ def gpt2():
 
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=V, n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=EOS, eos_token_id=EOS,
-                     initializer_range=0.3)
-    return GPT2LMHeadModel(cfg).eval()
+                     initializer_range=0.3, tie_word_embeddings=False)
+    model = GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():  # give EOS the first step's top probability: a banned EOS would be detected
+        top = model(torch.tensor([[EOS]])).logits[0, -1].argmax()
+        model.lm_head.weight[EOS] = model.lm_head.weight[top]
+    return model
 
 
 @torch.no_grad()
@@ -33,7 +37,6 @@ def test_greedy_with_and_without_kv_cache_is_identical_and_correct(gpt2):
     assert torch.equal(cached.samples, plain.samples)
     assert torch.equal(cached.samples[:, 2:], manual_greedy(gpt2, torch.tensor([[1, 2], [3, 4], [5, 5]]), 24))
     assert len(set(cached.samples[:, 2:].flatten().tolist())) > 3  # not a degenerate constant output
-    assert (cached.samples[:, 2:] == EOS).any()  # exact length: an EOS is an ordinary token, it neither stops nor is banned
     assert cached.nfe == plain.nfe == 24 and cached.tokens == 72 and cached.samples.shape == (3, 26)
 
 
@@ -42,6 +45,8 @@ def test_ancestral_first_token_follows_the_softmax(gpt2):
     """top_k=0: no logits processor at all (transformers would otherwise apply top_k=50)."""
     out = ar_sample(gpt2, 4000, 1, top_k=0, seed=0)
     probs = torch.softmax(gpt2(torch.tensor([[EOS]])).logits[0, -1].double(), -1)
+    assert probs.sort(descending=True).values[50:].sum() > 0.02  # a top-50 truncation would be detected
+    assert probs[EOS] * 4000 > 100  # exact length must not ban EOS (min_new_tokens would)
     counts = torch.bincount(out.samples[:, 0], minlength=V).double()
     keep = probs * 4000 > 5
     expected = torch.cat([probs[keep], probs[~keep].sum()[None]]) * 4000
@@ -99,5 +104,5 @@ def test_ar_bad_input(gpt2):
         ar_sample(gpt2, 2, 60, prompt_ids=[1] * 10)
     with pytest.raises(UserError, match="different lengths"):
         ar_sample(gpt2, 2, 4, prompt_ids=[[1, 2], [3]])
-    with pytest.raises(UserError, match=r"\[0, 48\)"):
-        ar_token_nll(gpt2, torch.tensor([[1, 48]]))
+    with pytest.raises(UserError, match=r"\[0, 80\)"):
+        ar_token_nll(gpt2, torch.tensor([[1, 80]]))

@@ -180,3 +180,14 @@ def test_absorb_raw_loss_is_scaled_score_entropy():
     bracket = (raw_req[:, :N].exp().sum(-1) / N - raw_req.gather(1, x0[:, None])[:, 0] + math.log(N) - 1)
     (w * bracket).sum().backward()
     torch.testing.assert_close(logits, raw_req.grad.float().double(), rtol=1e-6, atol=1e-7)
+
+
+def test_disable_ext_env_forces_reference():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch, pysedd.ops as o; assert not o.kernel_available(torch.zeros(2)); "
+            "o.use_reference(False); assert o.kernel_available(torch.zeros(2)) == o.HAS_EXT")
+    env = dict(os.environ, PYSEDD_DISABLE_EXT="1")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))

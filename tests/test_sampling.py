@@ -30,13 +30,14 @@ def joint_pvalue(samples: torch.Tensor, p: torch.Tensor) -> float:
     return chisquare(counts.numpy(), expected.numpy()).pvalue
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("oracle_cls", [FactorisedAbsorbOracle, TimeConditionedAbsorbOracle])
 @pytest.mark.parametrize("predictor,steps", [("analytic", 3), ("euler", 7), ("analytic", 40)])
-def test_absorb_step_samplers_draw_the_exact_distribution(oracle_cls, predictor, steps):
+def test_absorb_step_samplers_draw_the_exact_distribution(oracle_cls, predictor, steps, dtype):
     """With exact scores the absorbing analytic step is the exact posterior (and Euler == analytic for loglinear),
-    so any number of steps gives the data distribution."""
+    so any number of steps gives the data distribution. float32 scores go through pysedd.ops' kernel when built."""
     p = random_factorised(L, N, seed=1)
-    out = pc_sample(oracle_cls(p), Absorbing(N), LogLinear(), DRAWS, L, steps, predictor, seed=3)
+    out = pc_sample(oracle_cls(p, dtype), Absorbing(N), LogLinear(), DRAWS, L, steps, predictor, seed=3)
     assert (out.samples < N).all()
     assert joint_pvalue(out.samples, p) > 1e-3
     # calls stop once nothing is masked (the remaining steps could change nothing)

@@ -18,10 +18,10 @@ SETUPS = {
     "table7": dict(sedd="large-1.45b", gpt2="large-1.3b", length=2048, batch_size=1, steps=[64, 128, 256, 512, 1024],
                    repeats=20, fhs=False),
     # The same comparison at CPU size (random weights: latency does not depend on them).
-    "cpu-tiny": dict(sedd="tiny", gpt2="tiny", length=128, batch_size=4, steps=[64, 128, 256, 512, 1024], repeats=5,
+    "cpu-tiny": dict(sedd="tiny", gpt2="tiny", length=64, batch_size=2, steps=[64, 128, 256, 512, 1024], repeats=3,
                      fhs=True),
 }
-DEFAULTS = dict(sedd="tiny", gpt2="tiny", length=128, batch_size=4, steps=[64, 128, 256, 512, 1024], repeats=5, fhs=True)
+DEFAULTS = SETUPS["cpu-tiny"]
 
 
 def add_parser(subparsers) -> None:

