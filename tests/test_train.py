@@ -205,8 +205,8 @@ def test_two_process_gloo_ddp_equals_one_process(data_dir, tmp_path):
 # ---- exports and bad input -----------------------------------------------------------------------------------------
 
 def test_exports_load_with_from_pretrained(data_dir, tmp_path):
+    from pysedd.ar import load_ar_model
     from pysedd.model import SEDD
-    from pysedd.train import load_ar_model
 
     sedd = tiny(data_dir, tmp_path / "sedd", steps=2, ckpt_every=0)
     assert train(sedd) == 0
@@ -234,10 +234,8 @@ def test_bad_inputs(data_dir, tmp_path, capsys):
         TrainConfig.from_file(bad_yaml)
     assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "is not a prepared dataset" in capsys.readouterr().err
-    from pysedd.train import load_ar_model
-
-    with pytest.raises(UserError, match="cannot load GPT-2 weights from 'gpt2-medium'"):
-        load_ar_model("gpt2-medium")  # offline in tests: a clear error, not a traceback
+    with pytest.raises(UserError, match="cannot load a causal LM from 'gpt2-medium'"):
+        Trainer(tiny(data_dir, tmp_path / "o", model="gpt2", init_from="gpt2-medium"))  # offline in tests
     with pytest.raises(UserError, match="has no split 'nope'"):
         Trainer(tiny(data_dir, tmp_path / "o", eval_every=1, val_split="nope"))
 

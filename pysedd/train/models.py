@@ -64,40 +64,35 @@ def sedd_config(size: str, seq_len: int, graph: str = "absorb", noise: str | Non
     return cfg
 
 
-def gpt2_config(size: str, seq_len: int, **model_overrides):
-    """A GPT2Config with the width, depth, heads and dropout of SEDD's ``size`` preset (small = GPT-2 small
-    768×12×12, medium = GPT-2 medium 1024×24×16), ``n_positions`` = seq_len and GPT-2's vocabulary."""
-    from transformers import GPT2Config
+# SEDD presets whose GPT-2 counterpart in pysedd.ar.GPT2_PRESETS has another name (same width, depth and heads)
+GPT2_PRESET_FOR = {"large-1.45b": "large-1.3b"}
 
-    from pysedd.tokenizer import EOS_ID, VOCAB_SIZE
+
+def matching_gpt2_config(size: str, seq_len: int, **model_overrides):
+    """A GPT2Config with exactly the width, depth, heads and dropout of the SEDD model of ``size`` (with the same
+    overrides): small = GPT-2 small 768×12×12, medium = GPT-2 medium 1024×24×16; ``n_positions`` = seq_len."""
+    from pysedd.ar import gpt2_config
 
     m = sedd_config(size, seq_len, **model_overrides).model
-    return GPT2Config(vocab_size=VOCAB_SIZE, n_positions=seq_len, n_embd=m.hidden_size, n_layer=m.n_blocks,
-                      n_head=m.n_heads, resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=m.dropout,
-                      bos_token_id=EOS_ID, eos_token_id=EOS_ID)
-
-
-def load_ar_model(path_or_id: str):
-    """A pretrained GPT-2 (``gpt2``, ``gpt2-medium``, ``gpt2-large`` on the hub, or a save_pretrained directory)."""
-    from transformers import GPT2LMHeadModel
-
-    try:
-        return GPT2LMHeadModel.from_pretrained(path_or_id)
-    except OSError as exc:
-        raise UserError(f"cannot load GPT-2 weights from {path_or_id!r}: {str(exc).splitlines()[0]}") from None
+    return gpt2_config(GPT2_PRESET_FOR.get(size, size), n_positions=seq_len, n_embd=m.hidden_size,
+                       n_layer=m.n_blocks, n_head=m.n_heads, resid_pdrop=m.dropout, embd_pdrop=m.dropout,
+                       attn_pdrop=m.dropout)
 
 
 def build_objective(cfg, seq_len: int) -> nn.Module:
     """The objective module for a TrainConfig (fresh weights, or ``cfg.init_from``)."""
     if cfg.model == "gpt2":
         if cfg.init_from:
+            from pysedd.ar import load_ar_model
+
             model = load_ar_model(cfg.init_from)
-            if model.config.n_positions < seq_len:
-                raise UserError(f"{cfg.init_from} handles {model.config.n_positions} positions < seq_len {seq_len}")
+            positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+            if positions < seq_len:
+                raise UserError(f"{cfg.init_from} handles {positions} positions < seq_len {seq_len}")
         else:
             from transformers import GPT2LMHeadModel
 
-            model = GPT2LMHeadModel(gpt2_config(cfg.size, seq_len, **cfg.model_overrides()))
+            model = GPT2LMHeadModel(matching_gpt2_config(cfg.size, seq_len, **cfg.model_overrides()))
         return GPT2Objective(model)
 
     from pysedd.graph import get_graph
