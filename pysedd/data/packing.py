@@ -129,9 +129,12 @@ def prepare_corpus(
     }
     existing = read_manifest(out)
     if existing is not None and not force and existing.get("request") == request:
-        for split in existing["splits"]:
-            _check_split_file(out, existing, split, full=False)
-        return existing
+        try:
+            for split in existing["splits"]:
+                _check_split_file(out, existing, split, full=False)
+            return existing
+        except UserError:  # a .bin file was truncated or removed since: rebuild
+            pass
 
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the directory is "unfinished"
