@@ -130,8 +130,8 @@ def test_kill_9_anywhere_then_resume_is_bit_identical(data_dir, tmp_path, capsys
 
 # ---- SIGTERM / SIGUSR1 ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_stop_signal_checkpoints_and_exits_75(data_dir, tmp_path, signum):
+def test_sigterm_from_outside_checkpoints_and_exits_75(data_dir, tmp_path):
+    signum = signal.SIGTERM
     cfg = tiny(data_dir, tmp_path / "run", steps=100_000, ckpt_every=0)
     args = ["train", *[f"--{k.replace('_', '-')}={v}" for k, v in cfg.to_dict().items()
                        if k in ("model", "size", "hidden_size", "n_blocks", "n_heads", "data", "out", "steps",
@@ -149,6 +149,22 @@ def test_stop_signal_checkpoints_and_exits_75(data_dir, tmp_path, signum):
     resumed = tiny(data_dir, cfg.out, steps=step + 1, ckpt_every=0)
     trainer = Trainer(resumed)
     assert trainer.fit() == 0 and trainer.step == step + 1
+
+
+def test_sigusr1_mid_step_finishes_the_step_then_stops(data_dir, tmp_path, capsys):
+    trainer = Trainer(tiny(data_dir, tmp_path / "run", steps=50, ckpt_every=0))
+    forward = trainer.objective.forward
+
+    def signalled(x0, generator=None):
+        if trainer.step == 3:  # SLURM's warning arrives in the middle of step 4
+            signal.raise_signal(signal.SIGUSR1)
+        return forward(x0, generator=generator)
+
+    trainer.objective.forward = signalled
+    assert trainer.fit() == EXIT_PREEMPTED
+    assert trainer.step == 4 and "checkpoint at step 4 written" in capsys.readouterr().err
+    assert [d.name for d in ckpt.list_checkpoints(Path(trainer.cfg.out) / "checkpoints")] == ["step_00000004"]
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handler restored
 
 
 # ---- corrupt checkpoints and NaN -----------------------------------------------------------------------------------
