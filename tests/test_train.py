@@ -250,6 +250,11 @@ def test_bad_inputs(data_dir, tmp_path, capsys):
         TrainConfig.from_file(bad_yaml)
     assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "is not a prepared dataset" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            Trainer(tiny(data_dir, tmp_path / "o", device="cuda"))
+    with pytest.raises(UserError, match="unknown device 'tpu9'"):
+        Trainer(tiny(data_dir, tmp_path / "o", device="tpu9"))
     with pytest.raises(UserError, match="cannot load a causal LM from 'gpt2-medium'"):
         Trainer(tiny(data_dir, tmp_path / "o", model="gpt2", init_from="gpt2-medium"))  # offline in tests
     with pytest.raises(UserError, match="has no split 'nope'"):
