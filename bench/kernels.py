@@ -188,6 +188,7 @@ def main():
     p.add_argument("--out", default="bench/results/kernels.json", help="JSON output path")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions (best is kept)")
     p.add_argument("--markdown", help="also write the table as markdown to this path")
+    p.add_argument("--only", help="run only the ops whose name contains this text (e.g. fused)")
     p.add_argument("--from-json", help="only render --markdown from an earlier JSON result")
     args = p.parse_args()
     if args.from_json:
@@ -211,6 +212,8 @@ def main():
             floor, floor_mem = measure(cases.pop("exp_floor"), reps)
 
             def record(name, kernel, reference, n_reps=reps, reference_mode=True):
+                if args.only and args.only not in name:
+                    return
                 kt, km = measure(kernel, n_reps)
                 with ops.use_reference(reference_mode):
                     rt, rm = measure(reference, n_reps)
@@ -225,8 +228,9 @@ def main():
             for name, fn in cases.items():
                 record(name, fn, fn)
             del cases
-            for name, (kernel, reference) in reverse_step_cases(rows, V, g).items():
-                record(name, kernel, reference)
+            if not args.only or "reverse_step" in args.only:
+                for name, (kernel, reference) in reverse_step_cases(rows, V, g).items():
+                    record(name, kernel, reference)
             if rows == sizes[-1] or args.quick:
                 for name, (fused, unfused) in fused_cases(rows, V, D, g).items():
                     # baseline: the unfused path with the score-entropy kernel (the stronger of the two baselines)
