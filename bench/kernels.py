@@ -166,7 +166,7 @@ def markdown(results, meta) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        name = r["op"].split(" D=")[0]
+        name = r["op"].split(" D=")[0].removesuffix(" (re-run)")
         if name.startswith("fused"):
             ok = r["speedup"] >= 2.0 and r["kernel_peak_mb"] <= r["reference_peak_mb"] / 4
             target = f"≥2× and ≤1/4 memory: {'met' if ok else 'MISSED'}" if r["rows"] == 8192 or meta["quick"] else ""
