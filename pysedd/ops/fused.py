@@ -53,6 +53,7 @@ def _(h, weight, bias, x0, row_weight, n_real, chunk_size):
 
 def _setup(ctx, inputs, output):
     ctx.save_for_backward(*output[2:])
+    ctx.set_materialize_grads(False)  # the row losses and stored grads get no gradient: no zero tensors for them
 
 
 def _backward(ctx, grad_loss, *_unused):  # the row losses and stored grads are not differentiated
