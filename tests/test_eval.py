@@ -10,7 +10,7 @@ import torch
 from pysedd.cli import main
 from pysedd.errors import UserError
 from pysedd.eval import diversity, gen_ppl, mauve_eval, zero_shot
-from pysedd.eval.common import ShardCache, ar_token_nll, load_model, load_samples
+from pysedd.eval.common import ShardCache, ar_token_nll, derived_seed, load_model, load_samples
 
 TEXT = ("The quick brown fox jumps over the lazy dog. A stitch in time saves nine. "
         "All that glitters is not gold, and not all those who wander are lost.\n") * 3
@@ -176,7 +176,7 @@ def test_gen_ppl_and_diversity_cli(tiny_gpt2_dir, tokenizer, tmp_path, capsys):
     assert main(["eval", "gen-ppl", "--samples", str(path), "--judge", str(tiny_gpt2_dir), "--out", str(out),
                  "--table", str(tmp_path / "g.md"), "--quiet", "--device", "cpu"]) == 0
     result = json.loads(out.read_text())
-    assert result["evaluation"] == "gen-ppl" and result["results"][0]["primary_mode"] == "b"
+    assert result["evaluation"] == "gen-ppl" and result["results"][str(path)]["primary_mode"] == "b"
     assert result["judge"]["fingerprint"]["sha256"]["config.json"]
     assert "Gen PPL (b)" in (tmp_path / "g.md").read_text()
     text = tmp_path / "train.txt"
@@ -185,8 +185,8 @@ def test_gen_ppl_and_diversity_cli(tiny_gpt2_dir, tokenizer, tmp_path, capsys):
     assert main(["eval", "diversity", "--samples", str(path), "--reference", str(text), "--distinct-n", "1", "2",
                  "--out", str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
-    assert [r["kind"] for r in result["results"]] == ["samples", "reference"]
-    assert result["results"][1]["metrics"]["lengths"] == [24]
+    assert [r["kind"] for r in result["results"].values()] == ["samples", "reference"]
+    assert result["results"][str(text)]["metrics"]["lengths"] == [24]
     capsys.readouterr()
 
 
@@ -268,6 +268,16 @@ def test_shard_cache_keys_on_settings(tmp_path):
     assert ShardCache(tmp_path / "r.json", {"seed": 0}, enabled=False).get("s0") is None
 
 
+def test_training_run_directories_load_from_export(tiny_gpt2_dir, tiny_sedd_dir, tmp_path):
+    """`pysedd train` leaves RUN_DIR/export/; passing RUN_DIR itself works for either model."""
+    import shutil
+
+    for name, source, kind in (("gpt2-run", tiny_gpt2_dir, "gpt2"), ("sedd-run", tiny_sedd_dir, "sedd")):
+        shutil.copytree(source, tmp_path / name / "export")
+        lm = load_model(str(tmp_path / name))
+        assert lm.kind == kind and lm.fingerprint["path"].endswith("export")
+
+
 def test_model_kind_detection_errors(tmp_path):
     with pytest.raises(UserError, match="no such model directory"):
         load_model("./does-not-exist")
@@ -320,7 +330,7 @@ def test_zero_shot_sedd_is_a_bound_over_the_same_chunks(tiny_sedd_dir, tokenizer
     assert m["bound"] and m["n_tokens"] == 16 * m["n_sequences"]  # every token of a chunk is scored
     blocks, _ = zero_shot.load_chunks("lm1b", [str(path)], settings, 16, tokenizer)
     nll = [float(sequence_nelbo(lm.model, lm.graph, lm.noise, torch.from_numpy(blocks[i:i + 1]), n_samples=4,
-                                seed=7 + i, batch_size=4).nelbo[0]) for i in range(len(blocks))]
+                                seed=derived_seed(7, i), batch_size=4).nelbo[0]) for i in range(len(blocks))]
     assert m["nll_per_token"] == pytest.approx(sum(nll) / (16 * len(nll)), rel=1e-6)
     assert m["mean_then_exp"] == pytest.approx(math.exp(m["nll_per_token"]))
     assert "≤" in zero_shot.table([{"model": {"source": "tiny"}, "datasets": {"lm1b": res}}])
@@ -355,7 +365,7 @@ def test_prepared_directory_for_zero_shot_and_diversity(tiny_gpt2_dir, tmp_path,
     assert res["data"]["split"] == "validation" and res["metrics"]["n_tokens"] == 31 * res["metrics"]["n_sequences"]
     out = tmp_path / "div.json"
     assert main(["eval", "diversity", "--data", str(data), "--split", "validation", "--out", str(out), "--quiet"]) == 0
-    assert json.loads(out.read_text())["results"][0]["metrics"]["lengths"] == [32]
+    assert json.loads(out.read_text())["results"][str(data)]["metrics"]["lengths"] == [32]
     assert main(["eval", "zero-shot", "--model", str(tiny_gpt2_dir), "--data", str(tmp_path), "--out", str(out)]) == 2
     assert "not a prepared dataset" in capsys.readouterr().err
 

@@ -7,7 +7,7 @@ import torch
 
 from pysedd.errors import UserError
 from pysedd.eval import harness, local_tasks
-from pysedd.eval.common import load_model
+from pysedd.eval.common import derived_seed, load_model
 
 LAMBADA_DOCS = [
     {"text": "She opened the door and saw her old friend standing there with a smile on his face"},
@@ -90,7 +90,7 @@ def test_sedd_through_lm_eval_matches_direct_nelbo(tiny_sedd, tmp_path):
     for (ll, _), choice in zip(results, choices):  # the choices of one question share the seed of their context
         expected = conditional_nelbo(tiny_sedd.model, tiny_sedd.graph, tiny_sedd.noise, [[50256] + tok.encode(context)],
                                      [tok.encode(choice) + [50256]], n_samples=8,
-                                     seed=harness.request_seed(3, context), sampling_eps=1e-3, batch_size=8)[0]
+                                     seed=derived_seed(3, context), sampling_eps=1e-3, batch_size=8)[0]
         assert ll == pytest.approx(-expected)
     alone = lm.loglikelihood(requests[::-1], disable_tqdm=True)[::-1]
     assert alone == results  # order and batching do not change a number
@@ -110,6 +110,23 @@ def test_sedd_greedy_flag(tiny_sedd):
     lm.lm.model = model
     assert lm._is_greedy([50256, 5, 6], [11, 11, 50256])
     assert not lm._is_greedy([50256, 5, 6], [11, 12, 50256])
+
+
+def test_sedd_generate_until_stops_at_the_stop_string(tiny_sedd):
+    lm = harness.SEDDLM(tiny_sedd, gen_steps=4, seed=1)
+
+    class Request:
+        def __init__(self, *args):
+            self.args = args
+
+    context = "Once upon a time"
+    full, again = lm.generate_until([Request(context, {"until": ["@@@"], "max_gen_toks": 12})] * 2, disable_tqdm=True)
+    assert full == again and len(full) > 0  # seeded per request
+    stop = full[len(full) // 2]
+    (cut,) = lm.generate_until([Request(context, {"until": [stop], "max_gen_toks": 12})], disable_tqdm=True)
+    assert cut == full.split(stop)[0]
+    with pytest.raises(UserError, match="does not fit"):
+        lm.generate_until([Request("x", {"max_gen_toks": 64})], disable_tqdm=True)
 
 
 def test_sedd_lm_rejects_gpt2_and_long_targets(tiny_gpt2, tiny_sedd):
@@ -181,5 +198,6 @@ def test_lm_eval_cli_over_the_offline_copies(shared_data, tiny_gpt2, tmp_path, c
     assert set(result["pysedd"]["metrics"]) == set(tasks)
     assert result["pysedd"]["tasks"]["winogrande"]["n_docs"] == 1267
     assert "WinoGrande" in (tmp_path / "lm.md").read_text()
+    assert list((tmp_path / "lm.json.shards").glob("requests-*_rank0.db"))  # lm-eval's request cache, for resuming
     assert main(base + ["--tasks", "mmlu"]) == 2
     assert "unknown task 'mmlu'" in capsys.readouterr().err

@@ -201,7 +201,7 @@ def run_zero_shot(args) -> int:
 
 def run_lm_eval(args) -> int:
     from ..eval import harness
-    from ..eval.common import load_model
+    from ..eval.common import load_model, settings_hash
     from ..eval.local_tasks import DEFAULT_FILES, check_task
 
     files = _key_values(args.task_file, "--task-file")
@@ -219,9 +219,10 @@ def run_lm_eval(args) -> int:
     settings = {"tasks": args.tasks, "n_samples": args.n_samples, "seed": args.seed, "batch_size": args.batch_size,
                 "limit": limit, "num_fewshot": args.num_fewshot, "greedy": not args.no_greedy,
                 "bootstrap_iters": args.bootstrap_iters}
-    from ..eval.common import settings_hash
-
-    cache = None if args.no_resume else str(shards / f"requests-{settings_hash({**settings, 'model': lm.fingerprint})}")
+    cache = None
+    if not args.no_resume:  # lm-eval's sqlite request cache: a rerun skips every request already answered
+        shards.mkdir(parents=True, exist_ok=True)
+        cache = str(shards / f"requests-{settings_hash({**settings, 'model': lm.fingerprint})}")
     out = harness.run_lm_eval(lm, args.tasks, data_files=files, cache_dir=str(shards / "tasks"),
                               n_samples=args.n_samples, seed=args.seed, batch_size=args.batch_size, limit=limit,
                               num_fewshot=args.num_fewshot, greedy=not args.no_greedy,
@@ -229,8 +230,9 @@ def run_lm_eval(args) -> int:
     metrics = harness.task_metrics(out["lm_eval"])
     pysedd_info = {"evaluation": "lm-eval", "model": _model_info(lm), "settings": settings, "tasks": out["tasks"],
                    "metrics": metrics,
-                   "likelihood": "SEDD: -(conditional NELBO of tok(continuation)+EOS given EOS+tok(context)), "
-                                 "per-request seed" if lm.kind == "sedd" else "GPT-2 exact, lm-eval hf model"}
+                   "likelihood": ("SEDD: -(conditional NELBO of tok(continuation)+EOS given EOS+tok(context)), "
+                                  "seed derived from --seed and the context" if lm.kind == "sedd"
+                                  else "GPT-2 exact, lm-eval's hf model")}
     result = {**out["lm_eval"], "pysedd": pysedd_info}
     return _finish(args, result, harness.table([(lm.source, metrics)]))
 
@@ -248,7 +250,8 @@ def run_gen_ppl(args) -> int:
     results = [gen_ppl.evaluate_samples(judge, s, meta, fp, settings, tokenizer, args.out, resume=not args.no_resume,
                                         progress=not args.quiet) for s, meta, fp in inputs]
     result = {"evaluation": "gen-ppl", "judge": _model_info(judge), "settings": dataclasses.asdict(settings),
-              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes}, "results": results}
+              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes},
+              "results": {path: r for path, r in zip(args.samples, results)}}
     return _finish(args, result, gen_ppl.table(results, settings))
 
 
@@ -258,13 +261,13 @@ def run_diversity(args) -> int:
 
     if not args.samples and not args.reference:
         raise UserError("give --samples and/or --reference")
-    rows, entries = [], []
+    rows, entries = [], {}
     sample_sets = [load_samples(path) for path in args.samples]
     for (samples, meta, fp), path in zip(sample_sets, args.samples):
         metrics = diversity.diversity(samples, args.distinct_n, args.window)
         name = setting_name(meta, Path(path).name)
         rows.append((name, metrics))
-        entries.append({"name": name, "kind": "samples", "source": {**fp, "meta": meta}, "metrics": metrics})
+        entries[path] = {"name": name, "kind": "samples", "source": {**fp, "meta": meta}, "metrics": metrics}
     length = args.length or (sample_sets[0][0].shape[1] if sample_sets else None)  # None: the data's own block length
     limit = args.reference_limit or (max(len(s[0]) for s in sample_sets) if sample_sets else None)
     if args.reference:
@@ -276,7 +279,7 @@ def run_diversity(args) -> int:
             metrics = diversity.diversity(blocks, args.distinct_n, args.window)
             name = f"data: {Path(ref).name}"
             rows.append((name, metrics))
-            entries.append({"name": name, "kind": "reference", "source": info, "metrics": metrics})
+            entries[ref] = {"name": name, "kind": "reference", "source": info, "metrics": metrics}
     result = {"evaluation": "diversity", "settings": {"window": args.window, "distinct_n": args.distinct_n,
                                                       "reference_length": length, "reference_limit": limit,
                                                       "reference_split": args.split},

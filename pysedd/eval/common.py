@@ -44,6 +44,13 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def derived_seed(seed: int, *parts) -> int:
+    """A 31-bit seed from a base seed and what identifies one unit of work (a chunk index, a request's text), so its
+    random numbers depend on neither the order nor the batching of the work, and units never share a stream."""
+    digest = hashlib.sha256("\x00".join(map(str, (seed, *parts))).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def environment() -> dict:
     """Library versions that can move a number."""
     import importlib.metadata as md
@@ -137,9 +144,10 @@ def load_model(source: str, kind: str | None = None, device: str | torch.device 
     from ..ar import load_ar_model
 
     directory = _local_model_dir(path) if local else source
-    model = load_ar_model(str(directory)).to(device).eval()
+    model = load_ar_model(str(directory), device=device)
     fp = fingerprint_path(directory) if local else _hub_fingerprint(source, None, getattr(model.config, "_commit_hash", None))
-    return LoadedModel("gpt2", model, str(source), fp, int(model.config.n_positions),
+    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    return LoadedModel("gpt2", model, str(source), fp, int(context),
                        extra={"n_parameters": sum(p.numel() for p in model.parameters())})
 
 
@@ -170,7 +178,7 @@ def ar_token_nll(model: torch.nn.Module, ids: torch.Tensor, max_length: int | No
 
     if ids.dim() != 2 or ids.shape[1] < 2:
         raise UserError(f"need a [batch, length >= 2] tensor of token ids, got shape {tuple(ids.shape)}")
-    max_length = max_length or int(model.config.n_positions)
+    max_length = max_length or int(getattr(model.config, "n_positions", None) or model.config.max_position_embeddings)
     stride = stride or max_length // 2
     L = ids.shape[1]
     out = torch.empty(ids.shape[0], L - 1, dtype=torch.float64)

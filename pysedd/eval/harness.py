@@ -4,12 +4,13 @@ A request (context, continuation) becomes the sequence [EOS] + tok(context) ++ t
 as BOS, as in GPT-2). Its log-likelihood is −(Monte-Carlo conditional NELBO of the target, tok(continuation) + [EOS]):
 the context stays clean, only target positions are corrupted, K draws of t (evaluation-protocols.md §2.1). The seed
 of a request is derived from the base seed and its context, so a number does not depend on the order or the batching
-of requests, and the choices of one question share their t draws. `is_greedy` (used by LAMBADA acc) comes from one forward pass on
-[EOS]+ctx ++ [MASK]×(|target|−1) ++ [EOS] at σ(ε): greedy iff the argmax over real tokens is the target everywhere.
+of requests, and the choices of one question share their t draws. `is_greedy` (used by LAMBADA acc) comes from one
+forward pass on [EOS]+ctx ++ [MASK]×(|target|−1) ++ [EOS] at σ(ε): greedy iff the argmax over real tokens is the
+target everywhere.
+`generate_until` fills the positions after the context with the analytic sampler.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -20,14 +21,9 @@ from lm_eval.api.registry import MODEL_REGISTRY, register_model
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from .common import LoadedModel, default_device, load_model
+from .common import LoadedModel, default_device, derived_seed, load_model
 
 MODEL_NAME = "sedd"
-
-
-def request_seed(seed: int, *texts: str) -> int:
-    digest = hashlib.sha256("\x00".join([str(seed), *texts]).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 class SEDDLM(LM):
@@ -35,7 +31,7 @@ class SEDDLM(LM):
 
     def __init__(self, pretrained: str | LoadedModel, tokenizer: str = "gpt2", n_samples: int = 256, seed: int = 0,
                  batch_size: int | str = 64, sampling_eps: float = 1e-3, greedy: bool = True, device: str | None = None,
-                 max_length: int | None = None, disable_tqdm: bool = False, **unused: Any):
+                 max_length: int | None = None, gen_steps: int = 128, disable_tqdm: bool = False, **unused: Any):
         super().__init__()
         from ..tokenizer import get_tokenizer
 
@@ -51,13 +47,9 @@ class SEDDLM(LM):
         self.sampling_eps = float(sampling_eps)
         self.greedy = str(greedy).lower() not in ("false", "0", "no")
         self.max_length = int(max_length or self.lm.max_length)
+        self.gen_steps = int(gen_steps)
         self.disable_tqdm = disable_tqdm
         self.eos = self.tokenizer.eos_id
-
-    @property
-    def settings(self) -> dict:
-        return {"n_samples": self.n_samples, "seed": self.seed, "sampling_eps": self.sampling_eps,
-                "greedy": self.greedy, "max_length": self.max_length, "batch_size": self.batch_size}
 
     # -- pieces ---------------------------------------------------------------------------------------------------
     def _fit(self, context: list[int], target: list[int]) -> list[int]:
@@ -96,7 +88,7 @@ class SEDDLM(LM):
                 context_ids = [self.eos] + self.tokenizer.encode(context_text)
                 targets = [self.tokenizer.encode(requests[i].args[1]) + [self.eos] for i in idx]
                 contexts = [self._fit(context_ids, t) for t in targets]
-                nelbos = self._nelbo(contexts, targets, request_seed(self.seed, context_text))
+                nelbos = self._nelbo(contexts, targets, derived_seed(self.seed, context_text))
                 for i, context, target, nelbo in zip(idx, contexts, targets, nelbos):
                     greedy = self._is_greedy(context, target) if self.greedy else False
                     out[i] = (-nelbo, greedy)
@@ -115,13 +107,35 @@ class SEDDLM(LM):
             windows = map(make_disjoint_window, get_rolling_token_windows(tokens, self.eos, self.max_length - 1, 1))
             total = 0.0
             for k, (context, target) in enumerate(windows):
-                total -= self._nelbo([self._fit(context, target)], [target], request_seed(self.seed, text, str(k)))[0]
+                total -= self._nelbo([self._fit(context, target)], [target], derived_seed(self.seed, text, str(k)))[0]
             out.append(total)
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
         return out
 
+    @torch.no_grad()
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        raise UserError("the sedd lm-eval model scores likelihoods only; generate_until tasks are not supported")
+        """Fill `max_gen_toks` positions after [EOS]+context with the analytic sampler (`gen_steps` steps, the prompt
+        clamped), decode them, and cut at the first `until` string."""
+        from ..sampling import Conditioning, pc_sample
+
+        out = []
+        for req in tqdm(requests, desc="sedd generate_until", disable=disable_tqdm or self.disable_tqdm):
+            context_text, gen_kwargs = req.args
+            until = gen_kwargs.get("until") or [self.tokenizer.decode([self.eos])]
+            until = [until] if isinstance(until, str) else list(until)
+            n_new = int(gen_kwargs.get("max_gen_toks", 256))
+            if n_new + 1 > self.max_length:
+                raise UserError(f"max_gen_toks {n_new} does not fit the model's {self.max_length}-token context")
+            context = ([self.eos] + self.tokenizer.encode(context_text))[-(self.max_length - n_new):]
+            generator = torch.Generator(self.lm.device).manual_seed(derived_seed(self.seed, context_text))
+            res = pc_sample(self.lm.model, self.lm.graph, self.lm.noise, 1, len(context) + n_new, self.gen_steps,
+                            generator=generator, conditioning=Conditioning.prefix([context]))
+            text = self.tokenizer.decode(res.samples[0, len(context):].tolist())
+            for stop in until:
+                text = text.split(stop)[0]
+            out.append(text)
+            self.cache_hook.add_partial("generate_until", req.args, text)
+        return out
 
 
 if MODEL_NAME not in MODEL_REGISTRY.keys():  # importing this module twice must not register a second class
@@ -172,11 +186,15 @@ def run_lm_eval(lm: LoadedModel, tasks: list[str], *, data_files: dict[str, str]
     # indexing lm-eval's thousands of built-in YAMLs takes tens of seconds; local task YAMLs include theirs by path
     all_local = all(task in data_files for task in tasks)
     model = build_lm(lm, n_samples=n_samples, seed=seed, batch_size=batch_size, greedy=greedy)
-    results = lm_eval.simple_evaluate(
-        model=model, tasks=task_specs, task_manager=TaskManager(include_defaults=not all_local), num_fewshot=num_fewshot, limit=limit,
-        bootstrap_iters=bootstrap_iters, log_samples=False, use_cache=request_cache,
-        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-    )
+    try:
+        results = lm_eval.simple_evaluate(
+            model=model, tasks=task_specs, task_manager=TaskManager(include_defaults=not all_local),
+            num_fewshot=num_fewshot, limit=limit, bootstrap_iters=bootstrap_iters, log_samples=False,
+            use_cache=request_cache, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    except ConnectionError as e:  # a built-in task's dataset is on the hub
+        raise UserError(f"{str(e).splitlines()[0]}: offline, give the task's data with --local-data or --task-file") from None
     if results is None:
         raise UserError("lm-eval returned no results")
     from lm_eval.utils import handle_non_serializable
@@ -197,7 +215,7 @@ def task_metrics(lm_eval_results: dict) -> dict[str, dict]:
 
 
 def table(rows: list[tuple[str, dict]]) -> str:
-    """Table 2: accuracy (acc_norm where lm-eval reports it) per task, LAMBADA also as perplexity."""
+    """Table 2: accuracy per task (acc / acc_norm), LAMBADA also as perplexity."""
     from .common import markdown_table
 
     tasks = [t for t in PAPER_COLUMNS if any(t in m for _, m in rows)]
@@ -207,10 +225,11 @@ def table(rows: list[tuple[str, dict]]) -> str:
         row = [name]
         for t in tasks:
             m = metrics.get(t, {})
-            value = m.get("acc_norm", m.get("acc"))
-            row.append("–" if value is None else f"{100 * value:.2f}")
+            cells = [f"{100 * m[k]:.2f}" for k in ("acc", "acc_norm") if m.get(k) is not None]
+            row.append(" / ".join(cells) or "–")
         if "lambada_openai" in tasks:
             ppl = metrics.get("lambada_openai", {}).get("perplexity")
             row.append("–" if ppl is None else f"{ppl:.2f}")
         body.append(row)
-    return markdown_table(header, body) + "\n\nAccuracy in % (acc_norm where defined, else acc); SEDD log-likelihoods are ELBO bounds."
+    return markdown_table(header, body) + ("\n\nAccuracy in %, acc / acc_norm (length-normalised) where lm-eval reports "
+                                           "both; SEDD log-likelihoods are ELBO bounds.")

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .common import LoadedModel, ShardCache, ar_token_nll, check_token_ids, fmt_pm, markdown_table, mean_std, sha256_file
+from .common import (LoadedModel, ShardCache, ar_token_nll, check_token_ids, derived_seed, fmt_pm, markdown_table,
+                     mean_std, sha256_file)
+from .diversity import unigram_entropy
 
 
 @dataclass
@@ -146,14 +148,15 @@ def evaluate(lm: LoadedModel | None, judge: LoadedModel, refs: np.ndarray, setti
         cache = ShardCache(out_path, {"eval": "mauve-generations", "model": lm.fingerprint, "kind": lm.kind,
                                       "prompts_sha256": hashlib.sha256(prompts.tobytes()).hexdigest(),
                                       "P": P, "G": G, "canvas": settings.canvas, "steps": settings.steps,
-                                      "seed": settings.seed, "shard_size": settings.shard_size}, enabled=resume)
+                                      "seed": settings.seed, "shard_size": settings.shard_size,
+                                      "batch_size": settings.batch_size}, enabled=resume)
         starts = list(range(0, len(prompts), settings.shard_size))
 
         def compute(shard: int) -> list:
             block = prompts[starts[shard]:starts[shard] + settings.shard_size]
             rows = []
             for i in range(0, len(block), settings.batch_size):
-                batch_seed = settings.seed * 1_000_003 + starts[shard] + i
+                batch_seed = derived_seed(settings.seed, starts[shard] + i)
                 rows += generate(lm, torch.from_numpy(block[i:i + settings.batch_size]), settings, batch_seed).tolist()
             return rows
 
@@ -171,8 +174,6 @@ def evaluate(lm: LoadedModel | None, judge: LoadedModel, refs: np.ndarray, setti
     q_feat = judge_features(judge, generations, settings.batch_size)
     buckets = settings.num_buckets or default_buckets(len(p_feat), len(q_feat))
     scores = mauve_scores(p_feat, q_feat, settings.mauve_seeds, buckets, settings.scaling_factor)
-    from .diversity import unigram_entropy
-
     return {
         "mauve": {**mean_std(scores), "per_seed": dict(zip(map(str, settings.mauve_seeds), scores)),
                   "num_buckets": buckets, "scaling_factor": settings.scaling_factor,

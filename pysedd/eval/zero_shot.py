@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .common import LoadedModel, ShardCache, ar_token_nll, markdown_table
+from .common import LoadedModel, ShardCache, ar_token_nll, derived_seed, markdown_table
 
 DATASETS = ("lambada", "wikitext2", "ptb", "wikitext103", "lm1b")
 COLUMNS = {"lambada": "LAMBADA", "wikitext2": "WikiText2", "ptb": "PTB", "wikitext103": "WikiText103", "lm1b": "1BW"}
@@ -126,7 +126,7 @@ def score_blocks(lm: LoadedModel, blocks: torch.Tensor, data_info: dict, setting
         lo = shard * settings.shard_size
         chunk = blocks[lo:lo + settings.shard_size]
         if lm.kind == "sedd":  # one seed per chunk: a chunk's number does not depend on the sharding
-            return [score_sedd(lm, chunk[i:i + 1], settings, settings.seed + lo + i) for i in range(len(chunk))]
+            return [score_sedd(lm, chunk[i:i + 1], settings, derived_seed(settings.seed, lo + i)) for i in range(len(chunk))]
         rows = []
         for i in range(0, len(chunk), settings.batch_size):
             rows += score_ar(lm, chunk[i:i + settings.batch_size], settings)
@@ -144,7 +144,7 @@ def score_blocks(lm: LoadedModel, blocks: torch.Tensor, data_info: dict, setting
 def scoring_note(kind: str, settings: ZeroShotSettings) -> str:
     if kind == "sedd":
         return (f"SEDD NELBO upper bound (≤): {settings.n_samples} {'stratified ' if settings.stratified else ''}MC draws "
-                f"of t per chunk, t in [{settings.sampling_eps}, 1], seed {settings.seed}+chunk index; all tokens scored")
+                f"of t per chunk, t in [{settings.sampling_eps}, 1], seed derived from {settings.seed} and the chunk index; all tokens scored")
     if settings.ar_first_token == "skip":
         return f"GPT-2 exact: tokens 2..{settings.seq_len} of each {settings.seq_len}-token chunk scored (first token has no context)"
     return f"GPT-2 exact: EOS prepended to each {settings.seq_len - 1}-token chunk as the first token's context; all chunk tokens scored"

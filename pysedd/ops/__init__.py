@@ -3,7 +3,6 @@ with the pure-PyTorch reference (pysedd.ops.reference) as the spec and the fallb
 
 A kernel is used when the extension is loaded, has a kernel for the tensor's device and dtype (fp32/bf16),
 and the reference is not forced: set PYSEDD_DISABLE_EXT=1 or use `pysedd.ops.use_reference()`."""
-import contextlib
 import os
 
 import torch
@@ -27,9 +26,9 @@ KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 _force_reference = os.environ.get("PYSEDD_DISABLE_EXT", "0") == "1"
 
 
-class use_reference(contextlib.ContextDecorator):
-    """Force (True) or allow (False) the PyTorch reference; usable as a call, `with` block or decorator:
-    `pysedd.ops.use_reference(True)` sets it until changed; `with pysedd.ops.use_reference():` restores it."""
+class use_reference:
+    """Force (True) or allow (False) the PyTorch reference. `pysedd.ops.use_reference(True)` sets it until changed;
+    `with pysedd.ops.use_reference():` sets it for the block and restores the previous setting afterwards."""
 
     def __init__(self, enabled: bool = True):
         global _force_reference

@@ -48,6 +48,7 @@ if HAS_EXT:
 
     def _sew_setup(ctx, inputs, output):
         ctx.save_for_backward(output[1])
+        ctx.set_materialize_grads(False)  # no [B, L, V] zeros for the gradient output's own (absent) grad
 
     def _sew_backward(ctx, grad_loss, grad_grad):
         _no_grad_for(ctx, {3: "sigma", 4: "row_weight"})

@@ -12,9 +12,10 @@ from pysedd.ops import reference
 
 
 def default_chunk_size(n: int, V: int, D: int) -> int:
-    """Liger's rule: chunk logits about as large as h itself (next power of two of n / ceil(V/D)), >= 64 rows."""
-    rows = math.ceil(n / math.ceil(V / D))
-    return max(64, 1 << max(0, rows - 1).bit_length())
+    """Liger's rule, chunk logits about as large as h (next power of two of n / ceil(V/D)), but at least 256 rows:
+    each chunk re-reads W and re-writes grad_W ([V, D] each), which thinner chunks make the bottleneck on CPU."""
+    rows = max(256, math.ceil(n / math.ceil(V / D)))
+    return 1 << (rows - 1).bit_length()
 
 
 @torch.library.custom_op("pysedd::fused_absorb_loss", mutates_args=())
@@ -52,6 +53,7 @@ def _(h, weight, bias, x0, row_weight, n_real, chunk_size):
 
 def _setup(ctx, inputs, output):
     ctx.save_for_backward(*output[2:])
+    ctx.set_materialize_grads(False)  # the row losses and stored grads get no gradient: no zero tensors for them
 
 
 def _backward(ctx, grad_loss, *_unused):  # the row losses and stored grads are not differentiated

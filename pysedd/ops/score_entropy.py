@@ -2,7 +2,6 @@
 import torch
 
 import pysedd.ops as ops
-from pysedd.ops import reference
 
 
 def _graph_code(graph) -> int:
@@ -32,5 +31,3 @@ def score_entropy_weighted(graph, log_score, sigma, xt, x0, row_weight) -> torch
                                                        _graph_code(graph))[0]
     return (score_entropy(graph, log_score, sigma, xt, x0) * row_weight).sum()
 
-
-__all__ = ["score_entropy", "score_entropy_weighted", "reference"]
