@@ -100,10 +100,6 @@ def model_input(name):
     return [f"{RESULTS}/models/{name}/model"] if "train" in MODELS[name] else []
 
 
-def trained_models():
-    return [name for name, m in MODELS.items() if "train" in m]
-
-
 # ---------------------------------------------------------------- sampling settings
 
 
@@ -122,10 +118,6 @@ def sampling_options(name, setting):
     if MODELS[name]["kind"] == "sedd":
         return {**common, "sampler": unc["sedd"]["sampler"], "steps": int(setting[1:])}
     return {**common, **unc["gpt2"][setting]}
-
-
-def all_samples():
-    return [f"{RESULTS}/samples/{name}/{setting}.npz" for name in SUBJECTS for setting in unconditional_settings(name)]
 
 
 def conditional_settings(name):
