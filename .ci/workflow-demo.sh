@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # workflow-demo.sh: the whole demo DAG (config.yaml, or $SMK_CONFIG) on this machine, offline, then the HTML report.
 # Run from anywhere; works in a scratch copy when SMK_WORKDIR is set (results go there). Hard timeout
-# SMK_CI_TIMEOUT (s, default 1200). Prints the wall time.
+# SMK_CI_TIMEOUT (s, default 1500). Prints the wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SNAKEMAKE=${SNAKEMAKE:-python -m snakemake}
-TIMEOUT=${SMK_CI_TIMEOUT:-1200}
+TIMEOUT=${SMK_CI_TIMEOUT:-1500}
 CONFIG=${SMK_CONFIG:-config.yaml}
 WORKDIR=${SMK_WORKDIR:-.}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
