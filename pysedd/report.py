@@ -179,11 +179,11 @@ def model_order(results: Path) -> list[str]:
     return sorted(names, key=_natural)
 
 
-def _by_model(directory: Path, models: list[str]) -> dict[str, dict[str, dict]]:
+def _by_model(directory: Path, models: list[str], keep) -> dict[str, dict[str, dict]]:
     """{model: {setting: json}} for directory/<model>/<setting>.json."""
     out = {}
     for model in models:
-        files = sorted((directory / model).glob("*.json"), key=lambda p: _natural(p.stem))
+        files = sorted(filter(keep, (directory / model).glob("*.json")), key=lambda p: _natural(p.stem))
         if files:
             out[model] = {p.stem: read_json(p) for p in files}
     return out
@@ -192,8 +192,8 @@ def _by_model(directory: Path, models: list[str]) -> dict[str, dict[str, dict]]:
 # ---------------------------------------------------------------- tables
 
 
-def zero_shot_table(results: Path, models: list[str]) -> Table:
-    found = _by_model(results / "eval" / "zero-shot", models)
+def zero_shot_table(results: Path, models: list[str], keep) -> Table:
+    found = _by_model(results / "eval" / "zero-shot", models, keep)
     kinds = model_kinds(results)
     datasets = sorted({d for per in found.values() for d in per}, key=_natural)
     table = Table("table1-zero-shot", "Table 1: zero-shot perplexity (↓; ≤ marks SEDD's ELBO bound)", datasets,
@@ -237,9 +237,9 @@ def _task_cell(metrics: dict) -> str:
     return text
 
 
-def lm_eval_table(results: Path, models: list[str]) -> Table:
-    found = {m: _lm_eval_metrics(read_json(results / "eval" / "lm-eval" / f"{m}.json"))
-             for m in models if (results / "eval" / "lm-eval" / f"{m}.json").is_file()}
+def lm_eval_table(results: Path, models: list[str], keep) -> Table:
+    paths = {m: results / "eval" / "lm-eval" / f"{m}.json" for m in models}
+    found = {m: _lm_eval_metrics(read_json(p)) for m, p in paths.items() if p.is_file() and keep(p)}
     tasks = [t for t in LM_EVAL_TASKS if any(t in r for r in found.values())]
     tasks += sorted({t for r in found.values() for t in r} - set(tasks))
     table = Table("table2-lm-eval", "Table 2: downstream tasks, accuracy % (↑; acc / acc_norm)",
@@ -249,34 +249,34 @@ def lm_eval_table(results: Path, models: list[str]) -> Table:
     return table
 
 
-def gen_ppl_table(results: Path, models: list[str]) -> Table:
+def gen_ppl_table(results: Path, models: list[str], keep) -> Table:
     table = Table("table3-gen-ppl", "Table 3: generative perplexity under the judge (↓) and unigram entropy",
                   ["gen. PPL", "entropy"])
-    for model, per in _by_model(results / "eval" / "gen-ppl", models).items():
+    for model, per in _by_model(results / "eval" / "gen-ppl", models, keep).items():
         for setting, data in per.items():
             table.rows.append((_setting_label(model, setting),
                                [fmt(find_stat(data, GEN_PPL_KEYS)), fmt(find_stat(data, ENTROPY_KEYS))]))
     return table
 
 
-def diversity_table(results: Path, models: list[str]) -> Table:
+def diversity_table(results: Path, models: list[str], keep) -> Table:
     table = Table("table4-diversity", "Table 4: diversity of unconditional samples (mean ± std over samples)",
                   ["unique unigrams", "entropy", "rep-100"])
 
     def cells(data):
         return [fmt(find_stat(data, UNIQUE_KEYS), 3), fmt(find_stat(data, ENTROPY_KEYS)), fmt(find_stat(data, REP_KEYS), 3)]
 
-    for path in sorted((results / "eval" / "diversity" / "data").glob("*.json")):
+    for path in sorted(filter(keep, (results / "eval" / "diversity" / "data").glob("*.json"))):
         table.rows.append((f"data ({path.stem})", cells(read_json(path))))
-    for model, per in _by_model(results / "eval" / "diversity", models).items():
+    for model, per in _by_model(results / "eval" / "diversity", models, keep).items():
         for setting, data in per.items():
             table.rows.append((_setting_label(model, setting), cells(data)))
     return table
 
 
-def _conditional_table(results: Path, models: list[str], name: str, title: str, keys, digits: int) -> Table:
+def _conditional_table(results: Path, models: list[str], keep, name: str, title: str, keys, digits: int) -> Table:
     """Models as rows, canvases (gen-100, gen-1024) as columns; a causal model's single 'gen' fills every column."""
-    found = _by_model(results / "eval" / "mauve", models)
+    found = _by_model(results / "eval" / "mauve", models, keep)
     columns = sorted({s for per in found.values() for s in per if s != "gen"}, key=_natural) or ["gen"]
     table = Table(name, title, columns)
     for model, per in found.items():
@@ -284,14 +284,14 @@ def _conditional_table(results: Path, models: list[str], name: str, title: str, 
     return table
 
 
-def mauve_table(results: Path, models: list[str]) -> Table:
-    return _conditional_table(results, models, "table5-mauve",
+def mauve_table(results: Path, models: list[str], keep) -> Table:
+    return _conditional_table(results, models, keep, "table5-mauve",
                               "Table 5: MAUVE of prompted continuations against the true ones (↑; mean ± std over seeds)",
                               MAUVE_KEYS, 3)
 
 
-def continuation_ppl_table(results: Path, models: list[str]) -> Table:
-    return _conditional_table(results, models, "table6-continuation-ppl",
+def continuation_ppl_table(results: Path, models: list[str], keep) -> Table:
+    return _conditional_table(results, models, keep, "table6-continuation-ppl",
                               "Table 6: perplexity of the continuations under the judge (↓)", CONT_PPL_KEYS, 2)
 
 
@@ -304,11 +304,11 @@ def latency_rows(data: dict) -> list[dict]:
     return []
 
 
-def latency_table(results: Path) -> Table:
+def latency_table(results: Path, keep) -> Table:
     table = Table("latency", "Latency (Figure 1): wall time per batch (s, mean ± std) and throughput",
                   ["steps", "latency (s)", "tokens/s", "speed-up vs GPT-2"])
     path = results / "bench" / "latency.json"
-    if not path.is_file():
+    if not path.is_file() or not keep(path):
         return table
     rows = latency_rows(read_json(path))
     ar = [r for r in rows if str(r.get("model", r.get("kind", ""))).lower().startswith("gpt")]
@@ -328,20 +328,28 @@ def latency_table(results: Path) -> Table:
     return table
 
 
-def build_tables(results: str | Path) -> list[Table]:
+def build_tables(results: str | Path, only=None) -> list[Table]:
+    """Every table from the results under `results`; `only` (paths) restricts them to those files, so results of
+    settings no longer configured are left out."""
     results = Path(results)
     if not results.is_dir():
         raise UserError(f"results directory {results} does not exist")
     models = model_order(results)
-    return [zero_shot_table(results, models), lm_eval_table(results, models), gen_ppl_table(results, models),
-            diversity_table(results, models), mauve_table(results, models), continuation_ppl_table(results, models),
-            latency_table(results)]
+    allowed = None if only is None else {Path(p).resolve() for p in only}
+
+    def keep(path: Path) -> bool:
+        return allowed is None or path.resolve() in allowed
+
+    return [zero_shot_table(results, models, keep), lm_eval_table(results, models, keep),
+            gen_ppl_table(results, models, keep), diversity_table(results, models, keep),
+            mauve_table(results, models, keep), continuation_ppl_table(results, models, keep),
+            latency_table(results, keep)]
 
 
-def write_report(results: str | Path, out: str | Path, tables_dir: str | Path | None = None) -> list[Table]:
+def write_report(results: str | Path, out: str | Path, tables_dir: str | Path | None = None, only=None) -> list[Table]:
     """results/report.md with every table and the latency figure; optionally one TSV per table in tables_dir."""
     results, out = Path(results), Path(out)
-    tables = build_tables(results)
+    tables = build_tables(results, only)
     parts = ["# pysedd report: SEDD vs GPT-2", "",
              "Reproduction of the evaluation of *Promises, Outlooks and Challenges of Diffusion Language Modeling* "
              "(Deschenaux & Gulcehre 2024). Generated by `pysedd report` from the JSON results in "

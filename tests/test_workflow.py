@@ -254,3 +254,14 @@ def test_report_cli_rejects_missing_results_dir(tmp_path):
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"pysedd: error: results directory {tmp_path / 'nope'} does not exist"
+
+
+def test_report_leaves_out_results_not_listed(tmp_path):
+    """The workflow passes the configured result files: a stale setting's JSON on disk must not reach the tables."""
+    from pysedd.report import write_report
+
+    fake_results(tmp_path)
+    listed = [p for p in tmp_path.rglob("*.json") if p.name != "T128.json" and p.name != "models.json"]
+    tables = {t.name: t for t in write_report(tmp_path, tmp_path / "report.md", only=listed)}
+    assert [label for label, _ in tables["table3-gen-ppl"].rows] == ["sedd (T = 16)", "gpt2 (ancestral)"]
+    assert "T = 128" not in (tmp_path / "report.md").read_text()

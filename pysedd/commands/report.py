@@ -16,13 +16,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--results", required=True, help="results directory of the workflow")
     p.add_argument("--out", required=True, help="markdown report to write")
     p.add_argument("--tables-dir", default=None, help="also write one TSV per table here")
+    p.add_argument("files", nargs="*", metavar="RESULT",
+                   help="only these result files (the workflow passes the configured ones, so stale results of "
+                   "settings no longer in the config are left out); default: every result under --results")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..report import write_report
 
-    tables = write_report(args.results, args.out, args.tables_dir)
+    tables = write_report(args.results, args.out, args.tables_dir, args.files or None)
     filled = sum(1 for t in tables if t.rows)
     print(f"{args.out}: {len(tables)} tables ({filled} with results)")
     return 0

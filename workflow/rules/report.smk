@@ -28,8 +28,8 @@ rule models_record:
 
 rule report:
     input:
-        rules.models_record.output,
-        evaluation_results(),
+        record=rules.models_record.output,
+        results=evaluation_results(),
     output:
         markdown=f"{RESULTS}/report.md",
         tables=[
@@ -53,4 +53,4 @@ rule report:
         runtime=10,
     shell:
         "{PYSEDD} report --results {RESULTS} --out {output.markdown} --tables-dir $(dirname {output.tables[0]}) "
-        "> {log} 2>&1"
+        "{input.results} > {log} 2>&1"
