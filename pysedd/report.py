@@ -286,7 +286,7 @@ def _conditional_table(results: Path, models: list[str], name: str, title: str, 
 
 def mauve_table(results: Path, models: list[str]) -> Table:
     return _conditional_table(results, models, "table5-mauve",
-                              "Table 5: MAUVE of 50-token continuations of 50-token prompts (↑; mean ± std over seeds)",
+                              "Table 5: MAUVE of prompted continuations against the true ones (↑; mean ± std over seeds)",
                               MAUVE_KEYS, 3)
 
 

@@ -7,15 +7,14 @@ A directory holding either pair of names, or the hub id ``gpt2`` (when the hub i
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import os
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from pysedd.errors import UserError
+from pysedd.io import sha256_file
 
 EOS_ID = 50256
 VOCAB_SIZE = 50257
@@ -70,10 +69,6 @@ def resolve_tokenizer_files(source: str | os.PathLike | None = None) -> tuple[Pa
     return _hub_files(str(source))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class GPT2BPE:
     """GPT-2 BPE tokenizer: ``encode``/``encode_batch`` (parallel, in Rust) and ``decode``/``decode_batch``.
 
@@ -103,8 +98,8 @@ class GPT2BPE:
         """What identifies this tokenizer in a manifest: the name and the sha256 of both files."""
         return {
             "name": "gpt2",
-            "vocab_sha256": _sha256(self.vocab_file),
-            "merges_sha256": _sha256(self.merges_file),
+            "vocab_sha256": sha256_file(self.vocab_file),
+            "merges_sha256": sha256_file(self.merges_file),
         }
 
     def encode(self, text: str) -> list[int]:

@@ -74,6 +74,9 @@ def test_reuse_and_rebuild(tmp_path, tok):
     mtime = (out / "train.bin").stat().st_mtime_ns
     prepare_corpus(open_corpus(paths=[src]), out, tok, seq_len=8, progress=False)
     assert (out / "train.bin").stat().st_mtime_ns == mtime  # same request: reused
+    (out / "train.bin").write_bytes(b"")  # damaged since: the same request rebuilds instead of failing
+    prepare_corpus(open_corpus(paths=[src]), out, tok, seq_len=8, progress=False)
+    assert len(PackedDataset(out)) == 50 * 3 // 8
     m = prepare_corpus(open_corpus(paths=[src]), out, tok, seq_len=4, progress=False)
     assert m["seq_len"] == 4 and PackedDataset(out).tokens.shape[1] == 4  # different request: rebuilt
 

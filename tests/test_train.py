@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -114,7 +113,7 @@ def test_kill_9_anywhere_then_resume_is_bit_identical(data_dir, tmp_path, capsys
     assert train(reference) == 0
     expected, expected_losses = final_tensors(reference.out), losses(reference.out)
     rng = random.Random(1234)
-    trials = [("step", rng.randint(2, 6)), ("checkpoint", rng.randint(1, 5)), ("step", rng.randint(2, 6))]
+    trials = [("step", rng.randint(2, 6)), ("checkpoint", rng.randint(2, 5)), ("step", rng.randint(2, 6))]
     for i, (where, at) in enumerate(trials):
         cfg = tiny(data_dir, tmp_path / f"killed{i}")
         script = KILL_SCRIPT.format(options=cfg.to_dict(), where=where, at=at)
@@ -122,17 +121,17 @@ def test_kill_9_anywhere_then_resume_is_bit_identical(data_dir, tmp_path, capsys
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         capsys.readouterr()
         assert train(cfg) == 0  # resumes from the newest good checkpoint
-        resumed_at = at - 1  # the kill hit step `at`, or checkpoint `at` before it was complete
-        if resumed_at:
-            assert f"(step {resumed_at})" in capsys.readouterr().err
+        # the kill hit step `at`, or checkpoint `at` before it was complete: both resume from checkpoint at - 1
+        assert f"(step {at - 1})" in capsys.readouterr().err, (where, at)
+        assert not list((Path(cfg.out) / "checkpoints").glob(".*")), "temporary checkpoint left behind"
         assert_same(final_tensors(cfg.out), expected)
         assert losses(cfg.out) == expected_losses, (where, at)
 
 
 # ---- SIGTERM / SIGUSR1 ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_stop_signal_checkpoints_and_exits_75(data_dir, tmp_path, signum):
+def test_sigterm_from_outside_checkpoints_and_exits_75(data_dir, tmp_path):
+    signum = signal.SIGTERM
     cfg = tiny(data_dir, tmp_path / "run", steps=100_000, ckpt_every=0)
     args = ["train", *[f"--{k.replace('_', '-')}={v}" for k, v in cfg.to_dict().items()
                        if k in ("model", "size", "hidden_size", "n_blocks", "n_heads", "data", "out", "steps",
@@ -150,6 +149,22 @@ def test_stop_signal_checkpoints_and_exits_75(data_dir, tmp_path, signum):
     resumed = tiny(data_dir, cfg.out, steps=step + 1, ckpt_every=0)
     trainer = Trainer(resumed)
     assert trainer.fit() == 0 and trainer.step == step + 1
+
+
+def test_sigusr1_mid_step_finishes_the_step_then_stops(data_dir, tmp_path, capsys):
+    trainer = Trainer(tiny(data_dir, tmp_path / "run", steps=50, ckpt_every=0))
+    forward = trainer.objective.forward
+
+    def signalled(x0, generator=None):
+        if trainer.step == 3:  # SLURM's warning arrives in the middle of step 4
+            signal.raise_signal(signal.SIGUSR1)
+        return forward(x0, generator=generator)
+
+    trainer.objective.forward = signalled
+    assert trainer.fit() == EXIT_PREEMPTED
+    assert trainer.step == 4 and "checkpoint at step 4 written" in capsys.readouterr().err
+    assert [d.name for d in ckpt.list_checkpoints(Path(trainer.cfg.out) / "checkpoints")] == ["step_00000004"]
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handler restored
 
 
 # ---- corrupt checkpoints and NaN -----------------------------------------------------------------------------------
@@ -206,8 +221,8 @@ def test_two_process_gloo_ddp_equals_one_process(data_dir, tmp_path):
 # ---- exports and bad input -----------------------------------------------------------------------------------------
 
 def test_exports_load_with_from_pretrained(data_dir, tmp_path):
+    from pysedd.ar import load_ar_model
     from pysedd.model import SEDD
-    from pysedd.train import load_ar_model
 
     sedd = tiny(data_dir, tmp_path / "sedd", steps=2, ckpt_every=0)
     assert train(sedd) == 0
@@ -235,5 +250,39 @@ def test_bad_inputs(data_dir, tmp_path, capsys):
         TrainConfig.from_file(bad_yaml)
     assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "is not a prepared dataset" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            Trainer(tiny(data_dir, tmp_path / "o", device="cuda"))
+    with pytest.raises(UserError, match="unknown device 'tpu9'"):
+        Trainer(tiny(data_dir, tmp_path / "o", device="tpu9"))
+    with pytest.raises(UserError, match="cannot load a causal LM from 'gpt2-medium'"):
+        Trainer(tiny(data_dir, tmp_path / "o", model="gpt2", init_from="gpt2-medium"))  # offline in tests
     with pytest.raises(UserError, match="has no split 'nope'"):
         Trainer(tiny(data_dir, tmp_path / "o", eval_every=1, val_split="nope"))
+
+
+def test_fused_and_plain_sedd_loss_agree(data_dir, tmp_path):
+    fused = Trainer(tiny(data_dir, tmp_path / "f"))
+    plain = Trainer(tiny(data_dir, tmp_path / "p", fused_loss=False))
+    assert fused.objective.fused and not plain.objective.fused
+    plain.model.load_state_dict(fused.model.state_dict())
+    x0 = fused.train_data.batch([0, 1, 2, 3])
+    a = fused.objective(x0, generator=torch.Generator().manual_seed(5))
+    b = plain.objective(x0, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_config_precedence_preset_file_flags(tmp_path):
+    from pysedd.cli import build_parser
+    from pysedd.commands.train import config_from_args
+
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text("model: gpt2\nsteps: 30\nlr: 1.0e-4\nbetas: [0.9, 0.95]\n")
+    assert TrainConfig.from_file(cfg_file).betas == (0.9, 0.95)
+    args = build_parser().parse_args(["train", "--preset", "cpu-tiny", "--config", str(cfg_file), "--steps", "7"])
+    cfg = config_from_args(args)
+    assert (cfg.model, cfg.steps, cfg.lr, cfg.batch_size, cfg.warmup_steps) == ("gpt2", 7, 1e-4, 8, 20)
+    paper = TrainConfig.preset("paper-small")
+    assert (paper.size, paper.batch_size, paper.lr, paper.warmup_steps, paper.ema_decay, paper.grad_clip,
+            paper.betas, paper.eps, paper.weight_decay) == ("small", 512, 3e-4, 2500, 0.9999, 1.0, (0.9, 0.999),
+                                                             1e-8, 0.0)

@@ -76,13 +76,27 @@ def test_dry_run_of_every_config(tmp_path, configfile, expected):
     (lambda c: c["zero_shot"]["datasets"].update(mine={"corpus": "wikitext4"}), "corpus"),
     (lambda c: c["models"]["sedd"]["train"].update(steps=0), "steps"),
     (lambda c: c["lm_eval"].update(tasks=["hellaswag", "not_a_task"]), "tasks"),
+    (lambda c: c["models"]["sedd"].update(hub="louaaron/sedd-small"), "sedd"),  # both hub and train
 ])
-def test_config_error_names_the_key_before_any_job(tmp_path, edit, key):
-    configfile = write_config(tmp_path / "bad.yaml", edit)
-    proc = snakemake(tmp_path, "-n", "--configfile", str(configfile), check=False)
-    assert proc.returncode != 0
+def test_config_error_names_the_key(edit, key):
+    """The schema check the workflow runs first (snakemake.utils.validate on the schema), called directly."""
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    edit(config)
+    with pytest.raises(WorkflowError) as info:
+        validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    assert "Error validating config file" in str(info.value) and key in str(info.value), str(info.value)
+
+
+def test_config_error_stops_the_run_before_any_job(tmp_path):
+    configfile = write_config(tmp_path / "bad.yaml", lambda c: c["unconditional"]["sedd"].update(steps=[0]))
+    proc = snakemake(tmp_path, "--cores", "1", "--configfile", str(configfile), check=False)
     message = proc.stdout + proc.stderr
-    assert "Error validating config file" in message and key in message, message
+    assert proc.returncode != 0
+    assert "Error validating config file" in message and "['unconditional']['sedd']['steps'][0]" in message, message
     assert not (tmp_path / "results").exists()
 
 

@@ -22,31 +22,32 @@ def add_parser(subparsers) -> None:
         help="sample token ids from a SEDD model or GPT-2 (unconditional or prompt continuation) into an .npz",
         description="Sample from SEDD (analytic/Euler steps or the exact first-hitting sampler) or from a causal LM "
         "(transformers generate with KV cache). Writes samples.npz: `samples` [N, L] int64 and `meta` (JSON).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", required=True, help="SEDD or GPT-2 directory, hub id (louaaron/sedd-small, gpt2), or a "
                    "size preset (tiny, small, ...: random weights, for smoke tests and latency)")
     p.add_argument("--kind", choices=KINDS, default=None, help="model family (detected from the config when omitted)")
-    p.add_argument("--num-samples", type=int, default=8)
-    p.add_argument("--length", type=int, default=1024, help="tokens per unconditional sample")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=int, default=8, help="samples to draw (default 8)")
+    p.add_argument("--length", type=int, default=1024, help="tokens per unconditional sample (default 1024)")
+    p.add_argument("--batch-size", type=int, default=8, help="rows per sampler call (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g = p.add_argument_group("SEDD")
-    g.add_argument("--sampler", choices=("analytic", "euler", "fhs"), default="analytic")
-    g.add_argument("--steps", type=int, default=1024, help="reverse steps (analytic/euler)")
-    g.add_argument("--eps", type=float, default=1e-5, help="last time of the step grid")
+    g.add_argument("--sampler", choices=("analytic", "euler", "fhs"), default="analytic",
+                   help="analytic (Tweedie tau-leaping, default), euler, or fhs (exact first-hitting, L network calls)")
+    g.add_argument("--steps", type=int, default=1024, help="reverse steps for analytic/euler (default 1024)")
+    g.add_argument("--eps", type=float, default=1e-5, help="last time of the step grid (default 1e-5)")
     g.add_argument("--no-denoise", action="store_true", help="skip the final denoising step")
     g.add_argument("--cache", choices=("off", "exact", "approximate"), default="off",
-                   help="skip network calls when nothing changed (exact: time-independent models only)")
-    g.add_argument("--tokens-per-call", type=int, default=1, help="fhs: tokens unmasked per call (1 = exact)")
+                   help="skip network calls when nothing changed: off (default), exact (models that ignore sigma), "
+                   "approximate (absorb; reuses a sigma-conditioned output, see bench/cache_error.py)")
+    g.add_argument("--tokens-per-call", type=int, default=1, help="fhs: tokens unmasked per call (default 1 = exact)")
     g = p.add_argument_group("GPT-2")
     g.add_argument("--top-p", type=float, default=None, help="nucleus sampling (default: pure ancestral)")
-    g.add_argument("--top-k", type=int, default=0, help="top-k sampling (0: off)")
+    g.add_argument("--top-k", type=int, default=0, help="top-k sampling (default 0: off)")
     g = p.add_argument_group("prompts (conditional generation)")
     g.add_argument("--prompts", default=None, metavar="FILE",
                    help=".npy/.npz token ids [P, >= prompt-len], .jsonl with 'ids' or 'text', or .txt (one per line)")
-    g.add_argument("--prompt-len", type=int, default=50)
-    g.add_argument("--gen-len", type=int, default=50)
+    g.add_argument("--prompt-len", type=int, default=50, help="prompt tokens kept from each prompt (default 50)")
+    g.add_argument("--gen-len", type=int, default=50, help="tokens generated after the prompt (default 50)")
     g.add_argument("--canvas", type=int, default=None,
                    help="SEDD canvas length (default prompt-len + gen-len; e.g. 1024 generates the whole canvas and "
                    "keeps the first prompt-len + gen-len tokens)")
@@ -253,8 +254,8 @@ def run(args: argparse.Namespace) -> int:
                     tokens_per_call=args.tokens_per_call if args.sampler == "fhs" else None,
                     graph=model.config.graph.type, categorical="float64")
     else:
-        meta.update(sampler="ancestral" if not args.top_k and args.top_p is None else "top_k/top_p",
-                    top_k=args.top_k, top_p=args.top_p, kv_cache=True)
+        meta.update(sampler=res.sampler, top_k=args.top_k, top_p=args.top_p, kv_cache=True,
+                    exact_length=not args.trim_eos)
     arrays = dict(samples=samples, meta=np.array(json.dumps(meta)))
     if prompts is not None:
         arrays["prompt_index"] = np.arange(args.num_samples) % len(prompts)

@@ -56,6 +56,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--preset", help="paper-small, paper-medium or cpu-tiny")
     for name, kind, text in FIELDS:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    p.add_argument("--plain-loss", dest="fused_loss", action="store_false", default=None,
+                   help="SEDD: materialise the [B, L, V] scores instead of the fused absorb loss (same values)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
     p.set_defaults(func=run)
 
@@ -68,8 +70,9 @@ def config_from_args(args):
     if args.config:
         options.update(read_options(args.config))
     options.update({name: getattr(args, name) for name, _, _ in FIELDS if getattr(args, name) is not None})
-    if args.progress is not None:
-        options["progress"] = args.progress
+    for switch in ("progress", "fused_loss"):
+        if getattr(args, switch) is not None:
+            options[switch] = getattr(args, switch)
     return TrainConfig.from_dict(options)
 
 

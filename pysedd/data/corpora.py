@@ -14,7 +14,6 @@ depend on the Python version, which the manifest records through the sha256 of t
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 
 from pysedd.data.detokenize import detokenizer_for
 from pysedd.errors import UserError
+from pysedd.io import sha256_file
 
 
 @dataclass(frozen=True)
@@ -139,14 +139,6 @@ class Corpus:
     def texts(self) -> Iterator[str]:
         for row in self.rows:
             yield self.detokenize(row) if self.detokenize is not None else row
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def open_corpus(

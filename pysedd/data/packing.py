@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from pysedd.io import atomic_path, atomic_write_text
+from pysedd.io import atomic_path, atomic_write_text, sha256_file
 from pysedd.data.corpora import Corpus
 from pysedd.errors import UserError
 
@@ -68,14 +68,6 @@ class _BlockWriter:
             self.blocks += n
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_manifest(directory: str | os.PathLike) -> dict | None:
     """The manifest of a complete prepared directory, or None when missing/unreadable (an unfinished directory)."""
     path = Path(directory) / MANIFEST
@@ -96,7 +88,7 @@ def _check_split_file(directory: Path, manifest: dict, split: str, full: bool) -
     expected = info["blocks"] * manifest["seq_len"] * np.dtype(TOKEN_DTYPE).itemsize
     if not path.is_file() or path.stat().st_size != expected:
         raise UserError(f"{path} is missing or has the wrong size (expected {expected} bytes): re-run pysedd prepare")
-    if full and _file_sha256(path) != info["sha256"]:
+    if full and sha256_file(path) != info["sha256"]:
         raise UserError(f"{path} does not match the sha256 in its manifest: re-run pysedd prepare --force")
     return path
 
@@ -137,9 +129,12 @@ def prepare_corpus(
     }
     existing = read_manifest(out)
     if existing is not None and not force and existing.get("request") == request:
-        for split in existing["splits"]:
-            _check_split_file(out, existing, split, full=False)
-        return existing
+        try:
+            for split in existing["splits"]:
+                _check_split_file(out, existing, split, full=False)
+            return existing
+        except UserError:  # a .bin file was truncated or removed since: rebuild
+            pass
 
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the directory is "unfinished"
@@ -182,7 +177,7 @@ def prepare_corpus(
             os.truncate(stream_tmp, cut)
             split_files["validation"] = (val_tmp, n_val)
         splits = {
-            split: {"file": f"{split}.bin", "blocks": blocks, "tokens": blocks * seq_len, "sha256": _file_sha256(tmp)}
+            split: {"file": f"{split}.bin", "blocks": blocks, "tokens": blocks * seq_len, "sha256": sha256_file(tmp)}
             for split, (tmp, blocks) in split_files.items()
         }
     manifest = {

@@ -8,7 +8,6 @@ previous good checkpoint with a warning.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -20,16 +19,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from pysedd.io import sha256_file
+
 
 PREFIX = "step_"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:
@@ -112,7 +105,7 @@ def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, ema, opt
     files = {}
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors"):
         _fsync(tmp / name)
-        files[name] = _sha256(tmp / name)
+        files[name] = sha256_file(tmp / name)
     state = {
         "step": step,
         "files": files,
@@ -139,7 +132,7 @@ def verify(path: Path) -> dict | None:
     try:
         state = json.loads((path / "state.json").read_text())
         files = state["files"]
-        if not all(_sha256(path / name) == digest for name, digest in files.items()):
+        if not all(sha256_file(path / name) == digest for name, digest in files.items()):
             return None
         return state
     except (OSError, ValueError, KeyError, TypeError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pysedd.errors import UserError
@@ -20,11 +20,12 @@ class TrainConfig:
     model: str = "sedd"  # sedd | gpt2 (transformers GPT2LMHeadModel of the same width and depth)
     size: str = "tiny"  # a SEDDConfig preset: tiny, mini, small (paper: 768x12), medium (1024x24), large-1.45b
     graph: str = "absorb"  # SEDD only: absorb | uniform
-    noise: str = "loglinear"  # SEDD only: loglinear | geometric
+    noise: str | None = None  # SEDD only: loglinear | geometric; None: loglinear for absorb, geometric for uniform
     dropout: float | None = None  # None: the preset's (0.1)
     hidden_size: int | None = None  # None: the preset's; set these three for custom (e.g. test-sized) models
     n_blocks: int | None = None
     n_heads: int | None = None
+    fused_loss: bool = True  # SEDD absorb + scale_by_sigma: pysedd.ops fused loss (no [B, L, V] scores); same values
     init_from: str | None = None  # start from pretrained weights: a directory or hub id (gpt2, louaaron/sedd-small)
     data: str = ""  # directory written by `pysedd prepare`
     train_split: str = "train"

@@ -17,14 +17,16 @@ from pysedd.errors import UserError
 class SEDDObjective(nn.Module):
     """Denoising score entropy (sedd-spec.md §7): loss_b = Σ_l σ'(t_b)·ℓ_{b,l}, t ~ U per sequence."""
 
-    def __init__(self, model, graph, noise):
+    def __init__(self, model, graph, noise, fused: bool = True):
         super().__init__()
         self.model, self.graph, self.noise = model, graph, noise
+        # the fused loss needs the absorbing graph with scale_by_sigma; elsewhere the plain loss is the only one
+        self.fused = fused and graph.absorb and model.scale_by_sigma
 
     def forward(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         from pysedd.losses import score_entropy_loss
 
-        return score_entropy_loss(self.model, self.graph, self.noise, x0, generator=generator)
+        return score_entropy_loss(self.model, self.graph, self.noise, x0, generator=generator, fused=self.fused)
 
     def save_pretrained(self, directory: str | Path) -> None:
         self.model.save_pretrained(directory)
@@ -49,51 +51,48 @@ class GPT2Objective(nn.Module):
         self.model.save_pretrained(directory)
 
 
-def sedd_config(size: str, seq_len: int, graph: str = "absorb", noise: str = "loglinear", **model_overrides):
-    """SEDDConfig preset ``size`` (uniform graph → no scale_by_sigma) with the data's sequence length, the chosen
-    noise schedule and optional ModelConfig overrides (dropout, hidden_size, ...)."""
+def sedd_config(size: str, seq_len: int, graph: str = "absorb", noise: str | None = None, **model_overrides):
+    """SEDDConfig preset ``size`` with the data's sequence length and optional ModelConfig overrides (dropout,
+    hidden_size, ...). The preset's graph recipe applies (uniform: geometric noise, no scale_by_sigma) unless
+    ``noise`` names another schedule."""
     from pysedd.config import SEDDConfig
 
     cfg = SEDDConfig.preset(size, graph=graph, length=seq_len, **model_overrides)
-    cfg.noise = dataclasses.replace(cfg.noise, type=noise)
-    cfg.validate()
+    if noise is not None:
+        cfg.noise = dataclasses.replace(cfg.noise, type=noise)
+        cfg.validate()
     return cfg
 
 
-def gpt2_config(size: str, seq_len: int, **model_overrides):
-    """A GPT2Config with the width, depth, heads and dropout of SEDD's ``size`` preset (small = GPT-2 small
-    768×12×12, medium = GPT-2 medium 1024×24×16), ``n_positions`` = seq_len and GPT-2's vocabulary."""
-    from transformers import GPT2Config
+# SEDD presets whose GPT-2 counterpart in pysedd.ar.GPT2_PRESETS has another name (same width, depth and heads)
+GPT2_PRESET_FOR = {"large-1.45b": "large-1.3b"}
 
-    from pysedd.tokenizer import EOS_ID, VOCAB_SIZE
+
+def matching_gpt2_config(size: str, seq_len: int, **model_overrides):
+    """A GPT2Config with exactly the width, depth, heads and dropout of the SEDD model of ``size`` (with the same
+    overrides): small = GPT-2 small 768×12×12, medium = GPT-2 medium 1024×24×16; ``n_positions`` = seq_len."""
+    from pysedd.ar import gpt2_config
 
     m = sedd_config(size, seq_len, **model_overrides).model
-    return GPT2Config(vocab_size=VOCAB_SIZE, n_positions=seq_len, n_embd=m.hidden_size, n_layer=m.n_blocks,
-                      n_head=m.n_heads, resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=m.dropout,
-                      bos_token_id=EOS_ID, eos_token_id=EOS_ID)
-
-
-def load_ar_model(path_or_id: str):
-    """A pretrained GPT-2 (``gpt2``, ``gpt2-medium``, ``gpt2-large`` on the hub, or a save_pretrained directory)."""
-    from transformers import GPT2LMHeadModel
-
-    try:
-        return GPT2LMHeadModel.from_pretrained(path_or_id)
-    except OSError as exc:
-        raise UserError(f"cannot load GPT-2 weights from {path_or_id!r}: {str(exc).splitlines()[0]}") from None
+    return gpt2_config(GPT2_PRESET_FOR.get(size, size), n_positions=seq_len, n_embd=m.hidden_size,
+                       n_layer=m.n_blocks, n_head=m.n_heads, resid_pdrop=m.dropout, embd_pdrop=m.dropout,
+                       attn_pdrop=m.dropout)
 
 
 def build_objective(cfg, seq_len: int) -> nn.Module:
     """The objective module for a TrainConfig (fresh weights, or ``cfg.init_from``)."""
     if cfg.model == "gpt2":
         if cfg.init_from:
+            from pysedd.ar import load_ar_model
+
             model = load_ar_model(cfg.init_from)
-            if model.config.n_positions < seq_len:
-                raise UserError(f"{cfg.init_from} handles {model.config.n_positions} positions < seq_len {seq_len}")
+            positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+            if positions < seq_len:
+                raise UserError(f"{cfg.init_from} handles {positions} positions < seq_len {seq_len}")
         else:
             from transformers import GPT2LMHeadModel
 
-            model = GPT2LMHeadModel(gpt2_config(cfg.size, seq_len, **cfg.model_overrides()))
+            model = GPT2LMHeadModel(matching_gpt2_config(cfg.size, seq_len, **cfg.model_overrides()))
         return GPT2Objective(model)
 
     from pysedd.graph import get_graph
@@ -108,4 +107,4 @@ def build_objective(cfg, seq_len: int) -> nn.Module:
         model = SEDD(config)
     if config.model.length < seq_len:
         raise UserError(f"the SEDD model handles {config.model.length} positions < seq_len {seq_len}")
-    return SEDDObjective(model, get_graph(config.graph.type, config.tokens), get_noise(config.noise))
+    return SEDDObjective(model, get_graph(config.graph.type, config.tokens), get_noise(config.noise), cfg.fused_loss)

@@ -76,7 +76,12 @@ class _Distributed:
             device_name = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
         elif device_name == "cuda":
             device_name = f"cuda:{local}"
-        self.device = torch.device(device_name)
+        try:
+            self.device = torch.device(device_name)
+        except RuntimeError:
+            raise UserError(f"unknown device {device_name!r}; use auto, cpu, cuda or cuda:N") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device {device_name!r} requested but CUDA is not available; use --device cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if self.world > 1 and not dist.is_initialized():

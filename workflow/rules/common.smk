@@ -35,7 +35,7 @@ def source_hash(patterns):
     digest = hashlib.sha256()
     files = sorted({p for pattern in patterns for p in PKG.glob(pattern) if p.is_file() and "__pycache__" not in p.parts})
     for path in files:
-        digest.update(str(path.relative_to(PKG)).encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(b"\0".join([str(path.relative_to(PKG)).encode(), path.read_bytes(), b""]))
     return digest.hexdigest()[:16]
 
 
@@ -55,15 +55,15 @@ def flags(options):
     """Render a dict as CLI flags in sorted key order: {"steps": [1, 2], "ema": True} -> '--ema --steps 1 2'."""
     parts = []
     for key, value in sorted(options.items()):
-        flag = "--" + key.replace("_", "-")
+        flag = f"--{key.replace('_', '-')}"
         if value is None or value is False or value == []:
             continue
         if value is True:
             parts.append(flag)
         elif isinstance(value, (list, tuple)):
-            parts.append(flag + " " + " ".join(shlex.quote(str(v)) for v in value))
+            parts.append(f"{flag} {' '.join(shlex.quote(str(v)) for v in value)}")
         else:
-            parts.append(flag + " " + shlex.quote(str(value)))
+            parts.append(f"{flag} {shlex.quote(str(value))}")
     return " ".join(parts)
 
 
@@ -139,3 +139,130 @@ def conditional_settings(name):
 def final_targets():
     """Everything `rule all` builds: the report plus the artefacts it summarises."""
     return [f"{RESULTS}/report.md"]
+
+
+# ---------------------------------------------------------------- data helpers
+
+
+def prepare_args(spec):
+    """Positional corpus and flags of `pysedd prepare` for one corpus entry of the config."""
+    spec = dict(spec)
+    corpus = spec.pop("corpus")
+    positional = "" if corpus == "local" else corpus
+    return f"{positional} {flags(spec)}".strip()
+
+
+def zero_shot_data(name):
+    """(prepared directory, split) of a zero-shot dataset: the training corpus's held-out split or its own packing."""
+    if config["zero_shot"]["datasets"][name]["corpus"] == "heldout":
+        return f"{RESULTS}/data/train", "validation"
+    return f"{RESULTS}/data/eval/{name}", "test"
+
+
+# ---------------------------------------------------------------- train helpers
+
+
+def train_options(name):
+    return MODELS[name]["train"]
+
+
+def train_launcher(wc):
+    """torchrun for data-parallel training (nproc > 1), the plain command otherwise."""
+    nproc = train_options(wc.model).get("nproc", 1)
+    if nproc > 1:
+        return f"torchrun --standalone --nproc_per_node {nproc} -m pysedd"
+    return PYSEDD
+
+
+# ---------------------------------------------------------------- sample helpers
+
+
+def conditional_options(name, setting):
+    """Options of a prompted sampling job: prompts, lengths and, for SEDD, the sampler and the canvas."""
+    m = config["mauve"]
+    options = {
+        "num_samples": m["prompts"]["num_prompts"],
+        "prompt_len": m["prompt_len"],
+        "gen_len": m["gen_len"],
+        "batch_size": m["batch_size"],
+        "seed": m["seed"],
+    }
+    if MODELS[name]["kind"] == "sedd":
+        options.update(sampler=m["sampler"], steps=m["steps"], canvas=int(setting.removeprefix("gen-")))
+    else:
+        options.update(top_k=0)  # ancestral sampling, as the paper's GPT-2 continuations
+    return options
+
+
+# ---------------------------------------------------------------- eval helpers
+
+
+def judge_path():
+    return model_path(JUDGE)
+
+
+def lm_eval_data(wc):
+    return [f"{RESULTS}/data/lm-eval"] if config["lm_eval"]["local_data"] == "heldout" else []
+
+
+def diversity_reference():
+    """(prepared directory, split) of the real-text row of Table 4, or None."""
+    name = config["diversity"]["reference"]
+    if name == "none":
+        return None
+    if name == "heldout":
+        return f"{RESULTS}/data/train", "validation"
+    if name not in config["zero_shot"]["datasets"]:
+        raise ValueError(f"config key 'diversity.reference': {name!r} is neither heldout, none nor a zero_shot dataset")
+    return zero_shot_data(name)
+
+
+def mauve_options():
+    """MAUVE settings: the same prompts, lengths, seeds and bucket count for every model."""
+    m = config["mauve"]
+    return {"n_prompts": m["prompts"]["num_prompts"], "prompt_len": m["prompt_len"], "gen_len": m["gen_len"],
+            "seeds": m["seeds"], "num_buckets": m.get("num_buckets"), "batch_size": m["batch_size"]}
+
+
+def latency_options():
+    """`bench latency` flags: everything but the model choice; fhs false must be said (--no-fhs), not omitted."""
+    options = {k: v for k, v in config["latency"].items() if k not in ("sedd", "gpt2", "fhs")}
+    options["fhs" if config["latency"]["fhs"] else "no_fhs"] = True
+    return options
+
+
+def latency_model(kind):
+    """What `bench latency` gets for one side: a configured model (path or hub id), else the string itself."""
+    chosen = config["latency"].get(kind) or next(iter(models_of(kind, "subject")), None)
+    if chosen is None:
+        raise ValueError(f"config key 'latency.{kind}': no {kind} model configured; name one or give a preset/hub id")
+    return (model_path(chosen), model_input(chosen)) if chosen in MODELS else (chosen, [])
+
+
+# ---------------------------------------------------------------- report helpers
+
+
+TABLES = {
+    "table1-zero-shot": "Table 1: zero-shot perplexity",
+    "table2-lm-eval": "Table 2: downstream tasks",
+    "table3-gen-ppl": "Table 3: generative perplexity",
+    "table4-diversity": "Table 4: diversity",
+    "table5-mauve": "Table 5: MAUVE",
+    "table6-continuation-ppl": "Table 6: continuation perplexity",
+    "latency": "Latency table",
+}
+
+
+def evaluation_results():
+    """Every JSON result the report summarises, for the configured models, datasets and settings."""
+    out = [f"{RESULTS}/eval/zero-shot/{m}/{d}.json" for m in SUBJECTS for d in config["zero_shot"]["datasets"]]
+    if config["lm_eval"]["tasks"]:
+        out += [f"{RESULTS}/eval/lm-eval/{m}.json" for m in SUBJECTS]
+    for m in SUBJECTS:
+        for s in unconditional_settings(m):
+            out += [f"{RESULTS}/eval/gen-ppl/{m}/{s}.json", f"{RESULTS}/eval/diversity/{m}/{s}.json"]
+        out += [f"{RESULTS}/eval/mauve/{m}/{s}.json" for s in conditional_settings(m)]
+    if diversity_reference() is not None:
+        out.append(f"{RESULTS}/eval/diversity/data/{config['diversity']['reference']}.json")
+    out.append(rules.latency.output.json)
+    return out

@@ -2,14 +2,6 @@
 packed into blocks by `pysedd prepare`; plus the local lm-eval task files and MAUVE prompts made from held-out text."""
 
 
-def prepare_args(spec):
-    """Positional corpus and flags of `pysedd prepare` for one corpus entry of the config."""
-    spec = dict(spec)
-    corpus = spec.pop("corpus")
-    positional = "" if corpus == "local" else corpus
-    return (positional + " " + flags(spec)).strip()
-
-
 rule prepare_train:
     output:
         manifest=f"{RESULTS}/data/train/manifest.json",
@@ -30,13 +22,6 @@ rule prepare_train:
     shell:
         "{PYSEDD} prepare {params.args} --tokenizer {params.tokenizer} --seq-len {params.seq_len} "
         "--out $(dirname {output.manifest}) --force > {log} 2>&1"
-
-
-def zero_shot_data(name):
-    """(prepared directory, split) of a zero-shot dataset: the training corpus's held-out split or its own packing."""
-    if config["zero_shot"]["datasets"][name]["corpus"] == "heldout":
-        return f"{RESULTS}/data/train", "validation"
-    return f"{RESULTS}/data/eval/{name}", "test"
 
 
 rule prepare_eval:

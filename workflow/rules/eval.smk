@@ -3,14 +3,10 @@
 Each writes a JSON result (the report reads these) and a markdown table."""
 
 
-def judge_path():
-    return model_path(JUDGE)
-
-
 rule zero_shot:
     input:
         model=lambda wc: model_input(wc.model),
-        data=lambda wc: zero_shot_data(wc.dataset)[0] + "/manifest.json",
+        data=lambda wc: f"{zero_shot_data(wc.dataset)[0]}/manifest.json",
     output:
         json=f"{RESULTS}/eval/zero-shot/{{model}}/{{dataset}}.json",
         table=f"{RESULTS}/eval/zero-shot/{{model}}/{{dataset}}.md",
@@ -34,10 +30,6 @@ rule zero_shot:
         "{PYSEDD} eval zero-shot --model {params.model} --kind {params.kind} --data $(dirname {input.data}) "
         "--split {params.split} --dataset-name {wildcards.dataset} {params.args} "
         "--out {output.json} --table {output.table} > {log} 2>&1"
-
-
-def lm_eval_data(wc):
-    return [f"{RESULTS}/data/lm-eval"] if config["lm_eval"]["local_data"] == "heldout" else []
 
 
 rule lm_eval:
@@ -118,22 +110,10 @@ rule diversity:
         "--out {output.json} --table {output.table} > {log} 2>&1"
 
 
-def diversity_reference():
-    """(prepared directory, split) of the real-text row of Table 4, or None."""
-    name = config["diversity"]["reference"]
-    if name == "none":
-        return None
-    if name == "heldout":
-        return f"{RESULTS}/data/train", "validation"
-    if name not in config["zero_shot"]["datasets"]:
-        raise ValueError(f"config key 'diversity.reference': {name!r} is neither heldout, none nor a zero_shot dataset")
-    return zero_shot_data(name)
-
-
 rule diversity_data:
     """The diversity of real text (held-out or a zero-shot corpus), the row the samples are compared with."""
     input:
-        manifest=lambda wc: diversity_reference()[0] + "/manifest.json",
+        manifest=lambda wc: f"{diversity_reference()[0]}/manifest.json",
     output:
         json=f"{RESULTS}/eval/diversity/data/{{reference}}.json",
         table=f"{RESULTS}/eval/diversity/data/{{reference}}.md",
@@ -153,13 +133,6 @@ rule diversity_data:
     shell:
         "{PYSEDD} eval diversity --data $(dirname {input.manifest}) --split {params.split} {params.args} "
         "--out {output.json} --table {output.table} > {log} 2>&1"
-
-
-def mauve_options():
-    """MAUVE settings: the same prompts, lengths, seeds and bucket count for every model."""
-    m = config["mauve"]
-    return {"n_prompts": m["prompts"]["num_prompts"], "prompt_len": m["prompt_len"], "gen_len": m["gen_len"],
-            "seeds": m["seeds"], "num_buckets": m.get("num_buckets"), "batch_size": m["batch_size"]}
 
 
 rule mauve:
@@ -189,14 +162,6 @@ rule mauve:
         "{params.args} --out {output.json} --table {output.table} > {log} 2>&1"
 
 
-def latency_model(kind):
-    """What `bench latency` gets for one side: a configured model (path or hub id), else the string itself."""
-    chosen = config["latency"].get(kind) or next(iter(models_of(kind, "subject")), None)
-    if chosen is None:
-        raise ValueError(f"config key 'latency.{kind}': no {kind} model configured; name one or give a preset/hub id")
-    return (model_path(chosen), model_input(chosen)) if chosen in MODELS else (chosen, [])
-
-
 rule latency:
     input:
         sedd=latency_model("sedd")[1],
@@ -212,8 +177,8 @@ rule latency:
     params:
         sedd=latency_model("sedd")[0],
         gpt2=latency_model("gpt2")[0],
-        options=canon({k: v for k, v in config["latency"].items() if k not in ("sedd", "gpt2")}),
-        args=flags({k: v for k, v in config["latency"].items() if k not in ("sedd", "gpt2")}),
+        options=canon(latency_options()),
+        args=flags(latency_options()),
         code=CODE["bench"],
     log:
         f"{RESULTS}/logs/bench/latency.log",

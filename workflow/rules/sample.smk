@@ -26,23 +26,6 @@ rule sample:
         "{PYSEDD} sample --model {params.model} --kind {params.kind} {params.args} --out {output} > {log} 2>&1"
 
 
-def conditional_options(name, setting):
-    """Options of a prompted sampling job: prompts, lengths and, for SEDD, the sampler and the canvas."""
-    m = config["mauve"]
-    options = {
-        "num_samples": m["prompts"]["num_prompts"],
-        "prompt_len": m["prompt_len"],
-        "gen_len": m["gen_len"],
-        "batch_size": m["batch_size"],
-        "seed": m["seed"],
-    }
-    if MODELS[name]["kind"] == "sedd":
-        options.update(sampler=m["sampler"], steps=m["steps"], canvas=int(setting.removeprefix("gen-")))
-    else:
-        options.update(top_k=0)  # ancestral sampling, as the paper's GPT-2 continuations
-    return options
-
-
 rule sample_conditional:
     input:
         model=lambda wc: model_input(wc.model),

@@ -2,26 +2,15 @@
 
 The run directory (checkpoints, metrics.jsonl) is deliberately NOT a declared output: Snakemake deletes outputs
 before a job starts, and a requeued or resubmitted SLURM job must find its checkpoints to resume. Instead the rule
-keeps a fingerprint of the training settings and code in the run directory and wipes stale checkpoints only when
-that fingerprint changed, so a changed setting trains from scratch while a preempted job resumes.
+keeps a fingerprint of the training settings, the training code and the data manifest in the run directory and
+wipes stale checkpoints only when that fingerprint changed, so a changed setting or re-tokenised data trains from
+scratch while a preempted job resumes.
 
 Preemption: `pysedd train` checkpoints and exits with code 75 on SIGTERM/SIGUSR1. Under SLURM the job is requeued
 by SLURM (`slurm-requeue` in the profile) or, when it ran out of time, resubmitted by Snakemake (`retries`); the
 wrapper below sends SIGTERM five minutes before the job's own time limit so the trainer checkpoints before SLURM
 kills it. (SIGTERM rather than SIGUSR1: torchrun forwards SIGTERM to its workers, while SIGUSR1 would kill torchrun.)
 """
-
-
-def train_options(name):
-    return MODELS[name]["train"]
-
-
-def train_launcher(wc):
-    """torchrun for data-parallel training (nproc > 1), the plain command otherwise."""
-    nproc = train_options(wc.model).get("nproc", 1)
-    if nproc > 1:
-        return f"torchrun --standalone --nproc_per_node {nproc} -m pysedd"
-    return PYSEDD
 
 
 rule train:
@@ -49,7 +38,7 @@ rule train:
         """
         run=$(dirname {output.export})
         mkdir -p $run
-        echo {params.fingerprint} > $run/.fingerprint.new
+        echo {params.fingerprint} $(sha256sum < {input.manifest}) > $run/.fingerprint.new
         if ! cmp -s $run/.fingerprint.new $run/.fingerprint; then rm -rf $run/checkpoints $run/metrics.jsonl; fi
         mv $run/.fingerprint.new $run/.fingerprint
         budget=""
