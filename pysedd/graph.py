@@ -145,7 +145,7 @@ class Uniform(Graph):
         return f"Uniform(n_tokens={self.n_tokens})"
 
     def rate(self, i: torch.Tensor) -> torch.Tensor:
-        edge = torch.full((*i.shape, self.dim), 1.0 / self.dim, device=i.device)
+        edge = torch.full((*i.shape, self.dim), 1.0 / self.dim, dtype=torch.float64, device=i.device)  # exact 1/N
         return edge.scatter(-1, i[..., None], -(self.dim - 1) / self.dim)
 
     def transp_rate(self, i: torch.Tensor) -> torch.Tensor:
