@@ -1,14 +1,15 @@
 """Typed model/graph/noise configuration that reads and writes the official SEDD `config.json`.
 
 The released checkpoints (louaaron/sedd-small, sedd-medium) ship a hydra dump with many sections; pysedd types the
-three it needs (model, graph, noise) strictly and carries the other known sections through unchanged, so a config read
-from the hub is written back byte-for-byte equivalent.
+three it needs (model, graph, noise) and carries the other sections, and any unknown field of those three (with a
+warning, as the reference ignores them), through unchanged, so a config read from the hub is written back equivalent.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,14 +87,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _typed(cls, section: str, values: Any):
+def _typed(cls, section: str, values: Any, extra: dict[str, Any]):
+    """The typed section; unknown fields go to extra[section] with a warning (the reference ignores them too, and a
+    field that changes the architecture still fails the strict state-dict check)."""
     if not isinstance(values, dict):
         raise UserError(f"config section '{section}' must be a mapping, got {type(values).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UserError(f"unknown field(s) in config section '{section}': {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    return cls(**values)
+        warnings.warn(f"ignoring unknown field(s) in config section '{section}': {', '.join(unknown)} "
+                      f"(known: {', '.join(sorted(known))})", UserWarning, stacklevel=3)
+        extra[section] = {k: values[k] for k in unknown}
+    return cls(**{k: v for k, v in values.items() if k in known})
 
 
 @dataclass
@@ -102,8 +107,9 @@ class SEDDConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
-    # The other sections of the official hydra dump (ngpus, training, data, sampling, eval, optim, ...): pysedd does
-    # not interpret them, only carries them through so a config read from the hub is written back unchanged.
+    # The other sections of the official hydra dump (ngpus, training, data, sampling, eval, optim, ...) and unknown
+    # fields of model/graph/noise (under their section's name): pysedd does not interpret them, only carries them
+    # through so a config read from the hub is written back unchanged.
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -140,12 +146,13 @@ class SEDDConfig:
         missing = [k for k in ("model", "graph", "noise") if k not in d]
         if missing:
             raise UserError(f"config is missing section(s): {', '.join(missing)}")
+        extra = {k: v for k, v in d.items() if k not in TYPED_SECTIONS}
         return cls(
             tokens=d.get("tokens", GPT2_TOKENS),
-            model=_typed(ModelConfig, "model", d["model"]),
-            graph=_typed(GraphConfig, "graph", d["graph"]),
-            noise=_typed(NoiseConfig, "noise", d["noise"]),
-            extra={k: v for k, v in d.items() if k not in TYPED_SECTIONS},
+            model=_typed(ModelConfig, "model", d["model"], extra),
+            graph=_typed(GraphConfig, "graph", d["graph"], extra),
+            noise=_typed(NoiseConfig, "noise", d["noise"], extra),
+            extra=extra,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,9 +160,9 @@ class SEDDConfig:
         return {
             **self.extra,
             "tokens": self.tokens,
-            "model": dataclasses.asdict(self.model),
-            "graph": drop_none(self.graph),
-            "noise": dataclasses.asdict(self.noise),
+            "model": {**self.extra.get("model", {}), **dataclasses.asdict(self.model)},
+            "graph": {**self.extra.get("graph", {}), **drop_none(self.graph)},
+            "noise": {**self.extra.get("noise", {}), **dataclasses.asdict(self.noise)},
         }
 
     @classmethod
