@@ -92,12 +92,12 @@ def _resolve_hub(repo_id: str, revision: str | None) -> Path:
             try:
                 hf_hub_download(repo_id, name, revision=revision)
                 break
-            except EntryNotFoundError:
-                continue
-            except LocalEntryNotFoundError:
+            except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: test it first
                 if name == SAFETENSORS_NAME:
                     continue
                 raise
+            except EntryNotFoundError:
+                continue
         else:
             raise UserError(f"hub repo {repo_id} has neither {SAFETENSORS_NAME} nor {PICKLE_NAME}")
     except LocalEntryNotFoundError:

@@ -280,3 +280,21 @@ def test_forward_rejects_bad_input():
         model(torch.zeros(1, 8), torch.tensor([0.1]))
     with pytest.raises(UserError, match="MASK id"):
         score_entropy_loss(model, Absorbing(16), LogLinear(), torch.full((1, 8), 16))
+
+
+def test_hub_weights_missing_from_offline_cache_gives_offline_error(monkeypatch, tmp_path):
+    """config.json cached but no weights: LocalEntryNotFoundError subclasses EntryNotFoundError in huggingface_hub, so
+    it must be told apart from a repo that lacks the file (the released repos have no model.safetensors)."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config().to_dict()))
+
+    def fake_download(repo_id, filename, revision=None):
+        if filename == "config.json":
+            return str(tmp_path / "config.json")
+        raise LocalEntryNotFoundError(f"{filename} not in cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    with pytest.raises(UserError, match="louaaron/sedd-small.*not in the local hub cache"):
+        SEDD.from_pretrained("louaaron/sedd-small")
