@@ -42,7 +42,8 @@ class SigmaEmbedding(nn.Module):
     @staticmethod
     def features(sigma: torch.Tensor) -> torch.Tensor:
         half = SIGMA_FEATURES // 2
-        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=sigma.device) / half)
+        # the table is computed on the CPU and moved, as in the reference (a GPU exp may differ in the last bit)
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half).to(sigma.device)
         args = sigma[:, None].float() * freqs[None]
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 

@@ -298,3 +298,13 @@ def test_hub_weights_missing_from_offline_cache_gives_offline_error(monkeypatch,
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     with pytest.raises(UserError, match="louaaron/sedd-small.*not in the local hub cache"):
         SEDD.from_pretrained("louaaron/sedd-small")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sigma_features_on_cuda_use_the_cpu_frequency_table():
+    """The reference builds exp(-ln(10000) k/128) on the CPU and moves it; CUDA's expf may differ in the last bit."""
+    half = 128
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+    sigma = torch.linspace(0, 7, 33, device="cuda")
+    args = sigma[:, None] * freqs.cuda()[None]
+    assert torch.equal(SigmaEmbedding.features(sigma), torch.cat([args.cos(), args.sin()], -1))
