@@ -75,8 +75,11 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [B, L, H, d]; cos/sin: [L, d]."""
+    """x: [B, L, H, d]; cos/sin: [L, d]. bf16/fp16 x: cos/sin rounded to x's dtype, arithmetic in float32, one
+    rounding at the end, as the reference's flash-attn rotary kernel does under autocast."""
     cos, sin = cos[None, :, None, :].to(x.dtype), sin[None, :, None, :].to(x.dtype)
+    if x.dtype in (torch.bfloat16, torch.float16):
+        return (x.float() * cos.float() + rotate_half(x).float() * sin.float()).to(x.dtype)
     return x * cos + rotate_half(x) * sin
 
 

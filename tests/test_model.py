@@ -308,3 +308,17 @@ def test_sigma_features_on_cuda_use_the_cpu_frequency_table():
     sigma = torch.linspace(0, 7, 33, device="cuda")
     args = sigma[:, None] * freqs.cuda()[None]
     assert torch.equal(SigmaEmbedding.features(sigma), torch.cat([args.cos(), args.sin()], -1))
+
+
+def test_rotary_in_bf16_rounds_once_like_the_reference_kernel():
+    """Under bf16 autocast the reference rotates q and k with flash-attn's rotary kernel: bf16 q/k and bf16-rounded
+    cos/sin, products and sum in float32, one rounding to bf16 at the end."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 3, 64).bfloat16()
+    t = torch.arange(16).float()
+    freqs = torch.outer(t, 1.0 / (10000 ** (torch.arange(0, 64, 2).float() / 64)))
+    cos, sin = torch.cat([freqs, freqs], -1).cos(), torch.cat([freqs, freqs], -1).sin()
+    c, s = cos.bfloat16().float()[None, :, None], sin.bfloat16().float()[None, :, None]
+    x1, x2 = x.float().chunk(2, dim=-1)  # bf16 x bf16 products are exact in float32
+    expected = (x.float() * c + torch.cat([-x2, x1], -1) * s).bfloat16()
+    assert torch.equal(apply_rotary(x, cos, sin), expected)
