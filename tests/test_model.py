@@ -126,6 +126,26 @@ def test_initial_loss_matches_closed_form():
     assert per_token == pytest.approx(10.81408, abs=5e-6)
 
 
+def test_loss_accepts_t_as_column_or_scalar():
+    """t of shape [B, 1] (the samplers' layout) or a scalar gives the same per-sequence loss [B] as t of shape [B]
+    (a [B, 1] t used to broadcast sigma' against [B, L] into a [B, B] 'loss')."""
+    torch.manual_seed(0)
+    cfg = tiny_config(tokens=50257)
+    model = SEDD(cfg).eval()
+    graph, noise = Absorbing(50257), LogLinear()
+    x0 = torch.randint(0, 50257, (3, 8))
+    t = torch.tensor([0.3, 0.3, 0.3])
+    xt = graph.sample_transition(x0, noise.total_noise(t), generator=torch.Generator().manual_seed(0))
+    sigma, rate = noise(t)
+    expected = rate * (xt == 50257).sum(-1) * math.log(50257) / torch.expm1(sigma)
+    for tt in (t, t[:, None], torch.tensor(0.3)):
+        loss = score_entropy_loss(model, graph, noise, x0, t=tt, perturbed=xt)
+        assert loss.shape == (3,)
+        torch.testing.assert_close(loss, expected.float(), rtol=1e-5, atol=1e-4)
+    with pytest.raises(UserError, match="t has 2 entries"):
+        score_entropy_loss(model, graph, noise, x0, t=torch.tensor([0.3, 0.4]))
+
+
 # ---------------------------------------------------------------- checkpoints (I14)
 def test_small_and_medium_parameter_counts_and_keys():
     with torch.device("meta"):
