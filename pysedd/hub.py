@@ -117,7 +117,8 @@ def _load_run_directory(cls, run_dir: Path, device):
 
     cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     config = SEDDConfig.from_dict(cfg)
-    ckpts = [run_dir / "checkpoints-meta" / "checkpoint.pth"] + sorted((run_dir / "checkpoints").glob("checkpoint_*.pth"), reverse=True)
+    numbered = [p for p in (run_dir / "checkpoints").glob("checkpoint_*.pth") if p.stem.split("_")[-1].isdigit()]
+    ckpts = [run_dir / "checkpoints-meta" / "checkpoint.pth"] + sorted(numbered, key=lambda p: -int(p.stem.split("_")[-1]))
     ckpt_path = next((p for p in ckpts if p.is_file()), None)
     if ckpt_path is None:
         raise UserError(f"run directory {run_dir} has no checkpoints-meta/checkpoint.pth or checkpoints/checkpoint_*.pth")

@@ -342,3 +342,25 @@ def test_rotary_in_bf16_rounds_once_like_the_reference_kernel():
     x1, x2 = x.float().chunk(2, dim=-1)  # bf16 x bf16 products are exact in float32
     expected = (x.float() * c + torch.cat([-x2, x1], -1) * s).bfloat16()
     assert torch.equal(apply_rotary(x, cos, sin), expected)
+
+
+def test_reference_run_directory_loads_the_newest_numbered_checkpoint_with_ema(tmp_path):
+    """A reference run dir (.hydra/config.yaml + checkpoints/checkpoint_<step//50000>.pth, no meta checkpoint): the
+    newest numbered checkpoint is step 26 (not '9', which sorts after '26' as text), and its EMA weights are used."""
+    import yaml
+
+    cfg = tiny_config()
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    (tmp_path / "checkpoints").mkdir()
+    ema = {}
+    for n in (9, 26):
+        torch.manual_seed(n)
+        model = randomise(SEDD(cfg))
+        ema[n] = [torch.randn_like(p) for p in model.parameters()]
+        torch.save({"model": model.state_dict(), "step": n * 50000,
+                    "ema": {"decay": 0.9999, "num_updates": n, "shadow_params": ema[n]}},
+                   tmp_path / "checkpoints" / f"checkpoint_{n}.pth")
+    loaded = SEDD.from_pretrained(tmp_path)
+    for p, s in zip(loaded.parameters(), ema[26]):
+        assert torch.equal(p, s)
