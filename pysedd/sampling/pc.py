@@ -88,7 +88,6 @@ class ScoreCache:
             return log_score, None
         return log_score, esigm1(sigma_eval) / esigm1(sigma)
 
-
     def _evaluate(self, x: torch.Tensor, sigma: torch.Tensor):
         if not self.rows_only:
             return self.model(x, sigma)
