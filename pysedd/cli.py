@@ -10,8 +10,12 @@ from .errors import UserError
 
 COMMAND_MODULES = (
     "pysedd.commands.demo",
+    "pysedd.commands.prepare",
+    "pysedd.commands.train",
     "pysedd.commands.sample",
     "pysedd.commands.bench",
+    "pysedd.commands.eval",
+    "pysedd.commands.report",
 )
 
 

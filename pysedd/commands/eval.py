@@ -1,0 +1,326 @@
+"""`pysedd eval <name>`: every evaluation of the paper, each writing a JSON result and a markdown table.
+
+Models are read by path or hub id (SEDD: louaaron/sedd-small or a directory; GPT-2: gpt2, gpt2-large or a directory,
+including a pysedd training run). Long runs keep finished shards in `<out>.shards/` and resume from them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from ..errors import UserError
+
+EXAMPLES = """examples:
+  pysedd eval zero-shot --model louaaron/sedd-small --out zs-sedd.json --table zs-sedd.md
+  pysedd eval zero-shot --model gpt2 --datasets wikitext2 ptb \\
+      --data-file wikitext2=../shared/data/wikitext-2-raw/wiki.test.raw --data-file ptb=../shared/data/ptb/ptb.test.txt --out zs.json
+  pysedd eval lm-eval --model louaaron/sedd-small --n-samples 1024 --local-data ../shared/data --out lm.json
+  pysedd eval gen-ppl --samples sedd-T128.npz gpt2.npz --judge gpt2-large --out genppl.json --table genppl.md
+  pysedd eval diversity --samples sedd-T128.npz --reference data/owt --out div.json
+  pysedd eval mauve --model louaaron/sedd-small --canvas 1024 --prompts ../shared/data/webtext/webtext.test.jsonl --out mauve.json
+"""
+
+
+def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
+    if model:
+        p.add_argument("--model", required=True, help="SEDD or GPT-2: a directory (model or pysedd run) or a hub id")
+        p.add_argument("--kind", choices=["sedd", "gpt2"], help="model kind (default: detected from its config / name)")
+    p.add_argument("--out", required=True, help="JSON result file")
+    p.add_argument("--table", help="also write the markdown table to this file")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--tokenizer", default="gpt2", help="GPT-2 BPE: gpt2 (bundled files), a directory or a hub id")
+    p.add_argument("--no-resume", action="store_true", help="ignore and do not write the shard cache <out>.shards/")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _key_values(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UserError(f"{what} must look like NAME=PATH, got {item!r}")
+        out[key] = value
+    return out
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate models as in the paper (tables 1-6)", description=__doc__,
+                              epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(title="evaluations", metavar="<evaluation>", required=True)
+
+    z = sub.add_parser("zero-shot", help="Table 1: zero-shot perplexity (SEDD: ELBO bound; GPT-2: exact)",
+                       description="Perplexity on LAMBADA, WikiText-2, PTB, WikiText-103 and 1BW, packed like SEDD "
+                       "(detokenised rows + EOS, non-overlapping chunks, no BOS); mean-then-exp and exp-then-mean.")
+    _common(z)
+    z.add_argument("--datasets", nargs="+", default=["lambada", "wikitext2", "ptb", "wikitext103", "lm1b"],
+                   help="datasets (default: all five)")
+    z.add_argument("--data-file", action="append", metavar="NAME=PATH",
+                   help="read NAME from a local file in the hub dataset's format instead of the hub (repeatable)")
+    z.add_argument("--data", metavar="DIR", help="a `pysedd prepare`d directory instead (its blocks are the chunks)")
+    z.add_argument("--dataset-name", help="with --data: the dataset's name in the result (default: the directory name)")
+    z.add_argument("--split", default="test", help="split (hub or --data) / label of local files (default test)")
+    z.add_argument("--seq-len", type=int, default=1024, help="chunk length (default 1024)")
+    z.add_argument("--n-samples", "--mc-samples", type=int, default=128, help="SEDD: Monte-Carlo draws of t per chunk (default 128)")
+    z.add_argument("--sampling-eps", type=float, default=1e-3, help="SEDD: t is drawn in [eps, 1] (default 1e-3)")
+    z.add_argument("--no-stratified", action="store_true", help="SEDD: i.i.d. instead of stratified t")
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--batch-size", type=int, default=16, help="SEDD: MC draws per forward; GPT-2: chunks per forward")
+    z.add_argument("--ar-first-token", choices=["skip", "eos"], default="skip",
+                   help="GPT-2: skip each chunk's first token (default) or give it EOS as context (chunks of seq-len - 1)")
+    z.add_argument("--limit", type=int, help="score only the first N chunks of each dataset (quick runs)")
+    z.add_argument("--shard-size", type=int, default=8, help="chunks per resumable shard")
+    z.set_defaults(func=run_zero_shot)
+
+    h = sub.add_parser("lm-eval", help="Table 2: lm-evaluation-harness tasks (SEDD via its conditional ELBO)",
+                       description="Runs lm-eval's simple_evaluate on lambada_openai, hellaswag, piqa, arc_easy, "
+                       "arc_challenge and winogrande, from the hub by name or from local files (--local-data / --task-file).")
+    _common(h)
+    h.add_argument("--tasks", nargs="+", default=["lambada_openai", "hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande"])
+    h.add_argument("--local-data", "--data-dir", metavar="DIR",
+                   help="local data of every task: DIR/<task>.jsonl in the built-in's fields, else the offline copies "
+                   "in the layout of ../shared/data (lambada/lambada_test.jsonl, hellaswag/...)")
+    h.add_argument("--task-file", action="append", metavar="TASK=PATH", help="a local data file for one task (repeatable)")
+    h.add_argument("--n-samples", "--mc-samples", type=int, default=256, help="SEDD: MC draws of t per request (default 256)")
+    h.add_argument("--seed", type=int, default=0, help="base seed (each request derives its own)")
+    h.add_argument("--batch-size", type=int, default=16)
+    h.add_argument("--limit", type=float, help="documents per task (an int, or a fraction < 1)")
+    h.add_argument("--num-fewshot", type=int, default=0)
+    h.add_argument("--no-greedy", action="store_true", help="SEDD: skip the greedy pass (is_greedy=False everywhere)")
+    h.add_argument("--bootstrap-iters", type=int, default=0, help="lm-eval stderr bootstrap iterations (default 0)")
+    h.set_defaults(func=run_lm_eval)
+
+    g = sub.add_parser("gen-ppl", help="Table 3: generative perplexity of samples under a judge, with entropy",
+                       description="Scores the raw ids of samples.npz files with a judge AR model; modes (a) exp-then-mean, "
+                       "(b) mean-then-exp (default), (c) retokenised token-weighted, (d) batch-level without EOS.")
+    _common(g, model=False)
+    g.add_argument("--samples", nargs="+", required=True, help="samples.npz files (one per sampler setting)")
+    g.add_argument("--judge", default="gpt2-large", help="judge AR model: hub id or directory (default gpt2-large)")
+    g.add_argument("--modes", nargs="+", default=["b", "a"], choices=["a", "b", "c", "d"], help="the first is the primary")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--min-entropy", type=float, default=0.0, help="mode (d): drop samples below this unigram entropy")
+    g.add_argument("--limit", type=int, help="score only the first N samples of each file")
+    g.set_defaults(func=run_gen_ppl)
+
+    d = sub.add_parser("diversity", help="Table 4: unique unigrams, entropy, repetition rate, distinct-n",
+                       description="Per-sample diversity of samples.npz files and of training data, mean ± std.")
+    _common(d, model=False)
+    d.add_argument("--samples", nargs="*", default=[], help="samples.npz files")
+    d.add_argument("--reference", "--data", nargs="*", default=[],
+                   help="real text to compare with: prepared dataset directories or text/jsonl files")
+    d.add_argument("--split", default="train", help="split of prepared reference directories (default train)")
+    d.add_argument("--reference-limit", type=int, help="blocks of reference data (default: as many as the largest sample set)")
+    d.add_argument("--length", type=int, help="reference block length (default: the samples' length, else 1024)")
+    d.add_argument("--window", type=int, default=100, help="repetition window (default 100)")
+    d.add_argument("--distinct-n", type=int, nargs="*", default=[], help="also corpus distinct-n for these n")
+    d.set_defaults(func=run_diversity)
+
+    m = sub.add_parser("mauve", help="Tables 5-6: MAUVE and continuation perplexity of prompted generation",
+                       description="Prompts from held-out text, continuations from the model (or --samples), judge "
+                       "features, MAUVE mean ± std over seeds with a fixed bucket count, continuation perplexity.")
+    _common(m, model=False)
+    m.add_argument("--model", help="generator (SEDD or GPT-2); or give --samples")
+    m.add_argument("--kind", choices=["sedd", "gpt2"])
+    m.add_argument("--samples", help="pre-generated samples.npz whose rows start with the prompts")
+    m.add_argument("--prompts", "--references", required=True,
+                   help="held-out documents: .jsonl with a text (or token 'ids') field, or .txt")
+    m.add_argument("--field", default="text")
+    m.add_argument("--judge", default="gpt2-large", help="featurizer and perplexity judge (default gpt2-large)")
+    m.add_argument("--prompt-len", type=int, default=50)
+    m.add_argument("--gen-len", type=int, default=50)
+    m.add_argument("--canvas", type=int, default=100, help="SEDD canvas: 100 (gen-100) or 1024 (gen-1024)")
+    m.add_argument("--steps", type=int, default=100, help="SEDD sampling steps")
+    m.add_argument("--n-prompts", type=int, default=1024)
+    m.add_argument("--samples-per-prompt", type=int, default=1,
+                   help="continuations per prompt; row i continues prompt i mod n-prompts (as pysedd sample writes them)")
+    m.add_argument("--seed", type=int, default=0, help="generation seed")
+    m.add_argument("--mauve-seeds", "--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    m.add_argument("--num-buckets", type=int, help="k-means buckets (default max(2, round(n/10)), recorded)")
+    m.add_argument("--batch-size", type=int, default=16)
+    m.set_defaults(func=run_mauve)
+
+
+# -- runners ----------------------------------------------------------------------------------------------------------
+
+def _device(args) -> str:
+    from ..eval.common import default_device
+
+    return args.device or default_device()
+
+
+def _model_info(lm) -> dict:
+    return {"kind": lm.kind, "source": lm.source, "fingerprint": lm.fingerprint, "max_length": lm.max_length, **lm.extra}
+
+
+def _finish(args, result: dict, table: str) -> int:
+    from ..eval.common import write_result
+
+    write_result(result, args.out, table, args.table)
+    print(table)
+    print(f"wrote {args.out}" + (f" and {args.table}" if args.table else ""))
+    return 0
+
+
+def run_zero_shot(args) -> int:
+    from ..eval import zero_shot
+    from ..eval.common import load_model
+    from ..tokenizer import get_tokenizer
+
+    files = _key_values(args.data_file, "--data-file")
+    unknown = sorted(set(files) - set(args.datasets))
+    if unknown:
+        raise UserError(f"--data-file names dataset(s) not in --datasets: {', '.join(unknown)}")
+    settings = zero_shot.ZeroShotSettings(seq_len=args.seq_len, split=args.split, n_samples=args.n_samples,
+                                          sampling_eps=args.sampling_eps, stratified=not args.no_stratified, seed=args.seed,
+                                          batch_size=args.batch_size, ar_first_token=args.ar_first_token,
+                                          limit=args.limit, shard_size=args.shard_size)
+    if args.data and files:
+        raise UserError("give either --data (a prepared directory) or --data-file, not both")
+    if args.data:
+        from ..data import read_manifest
+
+        manifest = read_manifest(args.data)
+        if manifest is None:
+            raise UserError(f"--data {args.data} is not a prepared dataset directory (no valid manifest.json)")
+        settings.seq_len = manifest["seq_len"]
+        names = [args.dataset_name or Path(args.data).name]
+    else:
+        names = args.datasets
+    lm = load_model(args.model, args.kind, _device(args))
+    tokenizer = get_tokenizer(args.tokenizer)
+    datasets = {}
+    for name in names:
+        datasets[name] = zero_shot.evaluate_dataset(lm, name, [files[name]] if name in files else [], settings, tokenizer,
+                                                    args.out, resume=not args.no_resume, progress=not args.quiet,
+                                                    prepared_dir=args.data)
+    result = {"evaluation": "zero-shot", "model": _model_info(lm), "tokenizer": tokenizer.fingerprint,
+              "settings": dataclasses.asdict(settings), "scoring": zero_shot.scoring_note(lm.kind, settings),
+              "datasets": datasets}
+    return _finish(args, result, zero_shot.table([result]))
+
+
+def run_lm_eval(args) -> int:
+    from ..eval import harness
+    from ..eval.common import load_model, settings_hash
+    from ..eval.local_tasks import DEFAULT_FILES, check_task
+
+    files = _key_values(args.task_file, "--task-file")
+    for task in [*args.tasks, *files]:
+        check_task(task)
+    if args.local_data:
+        root = Path(args.local_data)
+        if not root.is_dir():
+            raise UserError(f"--local-data {root} is not a directory")
+        found = {t: root / f"{t}.jsonl" if (root / f"{t}.jsonl").is_file() else root / DEFAULT_FILES[t] for t in args.tasks}
+        files = {**{t: str(p) for t, p in found.items()}, **files}
+    limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
+    lm = load_model(args.model, args.kind, _device(args))
+    shards = Path(str(args.out) + ".shards")
+    settings = {"tasks": args.tasks, "n_samples": args.n_samples, "seed": args.seed, "batch_size": args.batch_size,
+                "limit": limit, "num_fewshot": args.num_fewshot, "greedy": not args.no_greedy,
+                "bootstrap_iters": args.bootstrap_iters}
+    cache = None
+    if not args.no_resume:  # lm-eval's sqlite request cache: a rerun skips every request already answered
+        shards.mkdir(parents=True, exist_ok=True)
+        cache = str(shards / f"requests-{settings_hash({**settings, 'model': lm.fingerprint})}")
+    out = harness.run_lm_eval(lm, args.tasks, data_files=files, cache_dir=str(shards / "tasks"),
+                              n_samples=args.n_samples, seed=args.seed, batch_size=args.batch_size, limit=limit,
+                              num_fewshot=args.num_fewshot, greedy=not args.no_greedy,
+                              bootstrap_iters=args.bootstrap_iters, request_cache=cache)
+    metrics = harness.task_metrics(out["lm_eval"])
+    pysedd_info = {"evaluation": "lm-eval", "model": _model_info(lm), "settings": settings, "tasks": out["tasks"],
+                   "metrics": metrics,
+                   "likelihood": ("SEDD: -(conditional NELBO of tok(continuation)+EOS given EOS+tok(context)), "
+                                  "seed derived from --seed and the context" if lm.kind == "sedd"
+                                  else "GPT-2 exact, lm-eval's hf model")}
+    result = {**out["lm_eval"], "pysedd": pysedd_info}
+    return _finish(args, result, harness.table([(lm.source, metrics)]))
+
+
+def run_gen_ppl(args) -> int:
+    from ..eval import gen_ppl
+    from ..eval.common import load_model, load_samples
+    from ..tokenizer import get_tokenizer
+
+    settings = gen_ppl.GenPPLSettings(modes=tuple(args.modes), batch_size=args.batch_size,
+                                      min_entropy=args.min_entropy, limit=args.limit)
+    inputs = [load_samples(path) for path in args.samples]
+    judge = load_model(args.judge, "gpt2", _device(args))
+    tokenizer = get_tokenizer(args.tokenizer)
+    results = [gen_ppl.evaluate_samples(judge, s, meta, fp, settings, tokenizer, args.out, resume=not args.no_resume,
+                                        progress=not args.quiet) for s, meta, fp in inputs]
+    result = {"evaluation": "gen-ppl", "judge": _model_info(judge), "settings": dataclasses.asdict(settings),
+              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes},
+              "results": {path: r for path, r in zip(args.samples, results)}}
+    return _finish(args, result, gen_ppl.table(results, settings))
+
+
+def run_diversity(args) -> int:
+    from ..eval import diversity
+    from ..eval.common import load_samples, load_token_blocks, setting_name
+
+    if not args.samples and not args.reference:
+        raise UserError("give --samples and/or --reference")
+    rows, entries = [], {}
+    sample_sets = [load_samples(path) for path in args.samples]
+    for (samples, meta, fp), path in zip(sample_sets, args.samples):
+        metrics = diversity.diversity(samples, args.distinct_n, args.window)
+        name = setting_name(meta, Path(path).name)
+        rows.append((name, metrics))
+        entries[path] = {"name": name, "kind": "samples", "source": {**fp, "meta": meta}, "metrics": metrics}
+    length = args.length or (sample_sets[0][0].shape[1] if sample_sets else None)  # None: the data's own block length
+    limit = args.reference_limit or (max(len(s[0]) for s in sample_sets) if sample_sets else None)
+    if args.reference:
+        from ..tokenizer import get_tokenizer
+
+        tokenizer = get_tokenizer(args.tokenizer)
+        for ref in args.reference:
+            blocks, info = load_token_blocks(ref, length, limit, tokenizer, args.split)
+            metrics = diversity.diversity(blocks, args.distinct_n, args.window)
+            name = f"data: {Path(ref).name}"
+            rows.append((name, metrics))
+            entries[ref] = {"name": name, "kind": "reference", "source": info, "metrics": metrics}
+    result = {"evaluation": "diversity", "settings": {"window": args.window, "distinct_n": args.distinct_n,
+                                                      "reference_length": length, "reference_limit": limit,
+                                                      "reference_split": args.split},
+              "results": entries}
+    return _finish(args, result, diversity.table(rows, args.window))
+
+
+def run_mauve(args) -> int:
+    from ..eval import mauve_eval
+    from ..eval.common import load_model, load_samples, setting_name
+    from ..tokenizer import get_tokenizer
+
+    if (args.model is None) == (args.samples is None):
+        raise UserError("give exactly one of --model (generate here) or --samples (pre-generated)")
+    settings = mauve_eval.MauveSettings(prompt_len=args.prompt_len, gen_len=args.gen_len, canvas=args.canvas,
+                                        n_prompts=args.n_prompts, samples_per_prompt=args.samples_per_prompt,
+                                        seed=args.seed, mauve_seeds=tuple(args.mauve_seeds), num_buckets=args.num_buckets,
+                                        steps=args.steps, batch_size=args.batch_size, field=args.field)
+    tokenizer = get_tokenizer(args.tokenizer)
+    refs, prompt_info = mauve_eval.load_prompts(args.prompts, settings, tokenizer)
+    device = _device(args)
+    lm = load_model(args.model, args.kind, device) if args.model else None
+    samples, sample_info = None, None
+    if args.samples:
+        samples, meta, fp = load_samples(args.samples)
+        sample_info = {**fp, "meta": meta}
+        made = meta.get("prompts") or {}
+        for key, ours in (("prompt_len", settings.prompt_len), ("gen_len", settings.gen_len)):
+            if made.get(key) not in (None, ours):
+                raise UserError(f"{args.samples} was sampled with {key} {made[key]}, not {ours}")
+    judge = load_model(args.judge, "gpt2", device)
+    metrics = mauve_eval.evaluate(lm, judge, refs, settings, args.out, samples=samples, resume=not args.no_resume,
+                                  progress=not args.quiet)
+    if lm is not None:
+        setting = f"gen-{settings.canvas}" if lm.kind == "sedd" else "AR"
+        name = f"{lm.source} ({setting})"
+    else:  # from the samples' own record
+        canvas = (meta.get("prompts") or {}).get("canvas")
+        setting = f"gen-{canvas}" if meta.get("kind") == "sedd" and canvas else "AR" if meta.get("kind") == "gpt2" else "samples"
+        name = f"{setting_name(meta, Path(args.samples).name)} ({setting})"
+    result = {"evaluation": "mauve", "model": _model_info(lm) if lm else None, "samples": sample_info,
+              "judge": _model_info(judge), "prompts": prompt_info, "settings": dataclasses.asdict(settings),
+              "setting": setting, **metrics}
+    return _finish(args, result, mauve_eval.table([(name, metrics)]))

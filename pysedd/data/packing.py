@@ -1,0 +1,236 @@
+"""Packing as SEDD does it, stored as memory-mappable token blocks.
+
+Each row is GPT-2 tokenised (no special tokens), followed by one EOS (50256); the rows are concatenated and cut into
+non-overlapping ``seq_len`` blocks; the remainder is dropped; no BOS. A prepared directory holds ``<split>.bin`` (raw
+uint16, n_blocks × seq_len, C order) and ``manifest.json``. The manifest is written last, atomically, so a directory
+without a valid manifest is an unfinished one and gets rebuilt.
+
+Validation split: the last ⌈val_fraction · n_blocks⌉ blocks of the packed stream (the corpus's final documents, in its
+own order). It is deterministic, streams (no second pass over the text), and at most one document straddles the cut.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from pysedd.io import atomic_path, atomic_write_text, sha256_file
+from pysedd.data.corpora import Corpus
+from pysedd.errors import UserError
+
+FORMAT = "pysedd-packed-v1"
+MANIFEST = "manifest.json"
+TOKEN_DTYPE = np.uint16
+
+
+def pack_token_rows(token_rows: Iterable[Sequence[int]], seq_len: int, eos_id: int) -> tuple[np.ndarray, int]:
+    """In-memory packing: (blocks [n, seq_len] int64, number of dropped remainder tokens)."""
+    stream = [t for row in token_rows for t in (*row, eos_id)]
+    n_blocks = len(stream) // seq_len
+    blocks = np.asarray(stream[: n_blocks * seq_len], dtype=np.int64).reshape(n_blocks, seq_len)
+    return blocks, len(stream) - n_blocks * seq_len
+
+
+def pack_texts(texts: Iterable[str], tokenizer, seq_len: int = 1024) -> np.ndarray:
+    """Tokenises and packs texts in memory (for evaluation sets); returns [n_blocks, seq_len] int64."""
+    texts = list(texts)
+    blocks, _ = pack_token_rows(tokenizer.encode_batch(texts), seq_len, tokenizer.eos_id)
+    return blocks
+
+
+class _BlockWriter:
+    """Appends token rows (+EOS) to a raw uint16 file, writing whole blocks only; hashes the rows it sees."""
+
+    def __init__(self, path: Path, seq_len: int, eos_id: int):
+        self.file = open(path, "wb")
+        self.seq_len, self.eos_id = seq_len, eos_id
+        self.pending: list[int] = []
+        self.blocks = 0
+        self.content_tokens = 0
+
+    def add(self, token_rows: Iterable[Sequence[int]]) -> None:
+        for row in token_rows:
+            self.pending.extend(row)
+            self.pending.append(self.eos_id)
+            self.content_tokens += len(row)
+        n = len(self.pending) // self.seq_len
+        if n:
+            np.asarray(self.pending[: n * self.seq_len], dtype=TOKEN_DTYPE).tofile(self.file)
+            del self.pending[: n * self.seq_len]
+            self.blocks += n
+
+
+def read_manifest(directory: str | os.PathLike) -> dict | None:
+    """The manifest of a complete prepared directory, or None when missing/unreadable (an unfinished directory)."""
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return None
+    return manifest
+
+
+def _check_split_file(directory: Path, manifest: dict, split: str, full: bool) -> Path:
+    info = manifest["splits"].get(split)
+    if info is None:
+        raise UserError(f"{directory} has no split {split!r}; it has {', '.join(manifest['splits'])}")
+    path = directory / info["file"]
+    expected = info["blocks"] * manifest["seq_len"] * np.dtype(TOKEN_DTYPE).itemsize
+    if not path.is_file() or path.stat().st_size != expected:
+        raise UserError(f"{path} is missing or has the wrong size (expected {expected} bytes): re-run pysedd prepare")
+    if full and sha256_file(path) != info["sha256"]:
+        raise UserError(f"{path} does not match the sha256 in its manifest: re-run pysedd prepare --force")
+    return path
+
+
+def prepare_corpus(
+    corpus: Corpus,
+    out_dir: str | os.PathLike,
+    tokenizer,
+    seq_len: int = 1024,
+    val_fraction: float = 0.0,
+    split_name: str = "train",
+    batch_rows: int = 1024,
+    force: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Tokenises, packs and stores ``corpus`` in ``out_dir``; returns the manifest.
+
+    With ``val_fraction`` > 0 the output has splits ``split_name`` and 'validation'; otherwise only ``split_name``.
+    An existing complete directory built from the same request is reused unless ``force``.
+    """
+    from tqdm.auto import tqdm
+
+    import pysedd
+
+    if seq_len < 1:
+        raise UserError(f"seq_len must be positive, got {seq_len}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if tokenizer.vocab_size > np.iinfo(TOKEN_DTYPE).max + 1:
+        raise UserError(f"vocabulary of {tokenizer.vocab_size} ids does not fit uint16 storage")
+    out = Path(out_dir)
+    request = {
+        "tokenizer": tokenizer.fingerprint,
+        "seq_len": seq_len,
+        "val_fraction": val_fraction,
+        "split_name": split_name,
+        "source": corpus.source,
+    }
+    existing = read_manifest(out)
+    if existing is not None and not force and existing.get("request") == request:
+        try:
+            for split in existing["splits"]:
+                _check_split_file(out, existing, split, full=False)
+            return existing
+        except UserError:  # a .bin file was truncated or removed since: rebuild
+            pass
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # from here on the directory is "unfinished"
+    for stale in out.glob(".*.tmp"):  # temp files of a killed earlier run
+        stale.unlink()
+    with ExitStack() as files:  # every output is a temp file until the block ends without an exception
+        stream_tmp = files.enter_context(atomic_path(out / f"{split_name}.bin"))
+        writer = _BlockWriter(stream_tmp, seq_len, tokenizer.eos_id)
+        rows_digest = hashlib.sha256()
+        n_rows = 0
+        with writer.file, tqdm(total=corpus.total, unit="rows", desc=f"tokenising {corpus.name}",
+                               disable=not progress) as bar:
+            batch: list[str] = []
+            for text in corpus.texts():
+                batch.append(text)
+                if len(batch) == batch_rows:
+                    _flush(batch, tokenizer, writer, rows_digest, bar)
+                    n_rows += len(batch)
+                    batch = []
+            _flush(batch, tokenizer, writer, rows_digest, bar)
+            n_rows += len(batch)
+        dropped = len(writer.pending)
+
+        total_tokens = writer.blocks * seq_len + dropped
+        if writer.content_tokens == 0:
+            raise UserError(f"corpus {corpus.name!r} is empty: {n_rows} rows and no text")
+        n_val = math.ceil(val_fraction * writer.blocks) if val_fraction > 0 else 0
+        if writer.blocks - n_val < 1 or (val_fraction > 0 and writer.blocks < 2):
+            raise UserError(
+                f"corpus {corpus.name!r} is too short: {total_tokens} tokens (with EOS) give {writer.blocks} block(s) "
+                f"of {seq_len}, need at least {2 if val_fraction > 0 else 1}; use a smaller --seq-len or more text"
+            )
+        split_files = {split_name: (stream_tmp, writer.blocks - n_val)}
+        if n_val:  # move the tail of the stream into validation.bin
+            val_tmp = files.enter_context(atomic_path(out / "validation.bin"))
+            cut = (writer.blocks - n_val) * seq_len * np.dtype(TOKEN_DTYPE).itemsize
+            with open(stream_tmp, "rb") as src, open(val_tmp, "wb") as dst:
+                src.seek(cut)
+                shutil.copyfileobj(src, dst)
+            os.truncate(stream_tmp, cut)
+            split_files["validation"] = (val_tmp, n_val)
+        splits = {
+            split: {"file": f"{split}.bin", "blocks": blocks, "tokens": blocks * seq_len, "sha256": sha256_file(tmp)}
+            for split, (tmp, blocks) in split_files.items()
+        }
+    manifest = {
+        "format": FORMAT,
+        "pysedd_version": pysedd.__version__,
+        "request": request,
+        "seq_len": seq_len,
+        "dtype": "uint16",
+        "eos_id": tokenizer.eos_id,
+        "rows": n_rows,
+        "rows_sha256": rows_digest.hexdigest(),
+        "tokens_total": total_tokens,
+        "tokens_dropped": dropped,
+        "splits": splits,
+    }
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def _flush(batch, tokenizer, writer, rows_digest, bar) -> None:
+    if not batch:
+        return
+    for text in batch:
+        rows_digest.update(text.encode("utf-8"))
+        rows_digest.update(b"\x00")  # row separator so that ["ab"] and ["a", "b"] differ
+    writer.add(tokenizer.encode_batch(batch))
+    bar.update(len(batch))
+
+
+class PackedDataset(torch.utils.data.Dataset):
+    """Blocks of a prepared directory, memory-mapped; item i is an int64 tensor of shape [seq_len].
+
+    ``verify='size'`` checks the manifest and the file size (instant); ``'sha256'`` also hashes the file.
+    """
+
+    def __init__(self, directory: str | os.PathLike, split: str = "train", verify: str = "size"):
+        self.directory = Path(directory)
+        manifest = read_manifest(self.directory)
+        if manifest is None:
+            raise UserError(f"{self.directory} is not a prepared dataset (no valid {MANIFEST}); run pysedd prepare")
+        if verify not in ("size", "sha256"):
+            raise UserError(f"verify must be 'size' or 'sha256', got {verify!r}")
+        path = _check_split_file(self.directory, manifest, split, full=verify == "sha256")
+        self.manifest, self.split = manifest, split
+        self.seq_len = manifest["seq_len"]
+        self.tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r").reshape(-1, self.seq_len)
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(self.tokens[index].astype(np.int64))
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        """Blocks ``indices`` as one [len(indices), seq_len] int64 tensor."""
+        return torch.from_numpy(self.tokens[np.asarray(indices)].astype(np.int64))

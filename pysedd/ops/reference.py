@@ -1,0 +1,96 @@
+"""Pure-PyTorch formulas of the pysedd ops: the spec the C++/CUDA kernels are tested against
+(kernels.md §5, sedd-spec.md §6 and §9). They work in the input's precision (bf16 is upcast to fp32,
+fp64 stays fp64) and materialise [B, L, V] intermediates freely: clarity over speed."""
+import math
+
+import torch
+
+
+def esigm1(sigma: torch.Tensor) -> torch.Tensor:
+    """e^sigma - 1 (expm1 below 0.5, as in the reference code)."""
+    return torch.where(sigma < 0.5, torch.expm1(sigma), torch.exp(sigma) - 1)
+
+
+def _phi(u: torch.Tensor) -> torch.Tensor:
+    """phi(u) = e^u - 1 - u >= 0, the score-entropy summand without cancellation."""
+    return torch.expm1(u) - u
+
+
+def _work_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def score_entropy(log_score, sigma, xt, x0, absorb: bool) -> torch.Tensor:
+    """Per-position score entropy [B, L] (float32, or float64 for float64 input) in the stable phi-form.
+
+    absorb (V = N + 1, MASK = N): l = sum_{y<N, y!=x0} e^{s_y} + r*phi(s_x0 - log r), r = 1/e, at masked
+    positions and 0 elsewhere. uniform (V = N): l = (1/N) sum_{y!=x} r_y*phi(s_y - log r_y) with
+    r_y = e/(e+N) when x = x0, otherwise r_x0 = 1 + N/e and r_y = 1."""
+    s = log_score.to(_work_dtype(log_score))
+    V = s.shape[-1]
+    e = esigm1(sigma.reshape(-1).to(s.dtype))[:, None]
+    s_x0 = s.gather(-1, x0[..., None]).squeeze(-1)
+    if absorb:
+        N = V - 1
+        rest = s[..., :N].exp().scatter(-1, x0[..., None], 0.0).sum(-1)
+        r = 1.0 / e
+        loss = rest + r * _phi(s_x0 - torch.log(r))
+        return torch.where(xt == N, loss, torch.zeros_like(loss))
+    N = V
+    same = (xt == x0)[..., None]
+    r = torch.where(same, e[..., None] / (e[..., None] + N), torch.ones_like(s))
+    r_x0 = torch.where(same.squeeze(-1), r[..., 0], 1.0 + N / e)
+    r = r.scatter(-1, x0[..., None], r_x0[..., None])
+    terms = (r * _phi(s - torch.log(r))).scatter(-1, xt[..., None], 0.0)
+    return terms.sum(-1) / N
+
+
+def reverse_weights(log_score, x, coef, predictor: str, absorb: bool) -> torch.Tensor:
+    """Float64 transition weights [B, L, V] (absorb denoise: [B, L, N], MASK dropped) of one reverse step.
+
+    coef [B]: dt*sigma'(t) for euler, sigma(t) - sigma(t - dt) for analytic, sigma(eps) for denoise.
+    Weights may be unnormalised or negative; negative weights never win the categorical race."""
+    score = log_score.double().exp()
+    V = score.shape[-1]
+    c = coef.reshape(-1).double()[:, None, None]
+    onehot = torch.nn.functional.one_hot(x, V).double()
+    if absorb:
+        N = V - 1
+        total = score[..., :N].sum(-1, keepdim=True)
+        if predictor == "euler":  # onehot(M) + h * reverse_rate(M, score)
+            w = torch.cat([c * score[..., :N], 1.0 - c * total], -1)
+        elif predictor == "analytic":  # staggered_score(score, D) * transp_transition(M, D)
+            w = torch.cat([torch.expm1(c) * score[..., :N], score[..., N:] - torch.expm1(c) * total], -1)
+        elif predictor == "denoise":
+            w, onehot = torch.expm1(c) * score[..., :N], onehot[..., :N]
+        else:
+            raise ValueError(f"unknown predictor {predictor!r}")
+        return torch.where((x == N)[..., None], w, onehot)
+    N = V
+    if predictor == "euler":  # onehot(x) + h * reverse_rate(x, score)
+        rate = (c * score / N) * (1.0 - onehot)
+        return rate + onehot * (1.0 - rate.sum(-1, keepdim=True))
+    if predictor in ("analytic", "denoise"):
+        a = torch.exp(-c)
+        stag = score / a + (a - 1.0) / (N * a) * score.sum(-1, keepdim=True)
+        trans = (1.0 - a) / N + onehot * a
+        return stag * trans
+    raise ValueError(f"unknown predictor {predictor!r}")
+
+
+def absorb_raw_loss_grad_(logits, x0, row_weight, n_real: int) -> torch.Tensor:
+    """Fused-output-layer row step (absorb, raw logits under scale_by_sigma): returns the per-row loss
+    w*[(1/N) sum_{y<N} e^{raw_y} - raw_x0 + log N - 1] (fp32) and overwrites logits with its gradient
+    w*(e^{raw_y}/N - [y = x0]) (0 in the MASK column)."""
+    N = n_real
+    z = logits.float()
+    w = row_weight.float()[:, None]
+    raw_x0 = z.gather(-1, x0[:, None])
+    ez = z[:, :N].exp()
+    rest = ez.scatter(-1, x0[:, None], 0.0).sum(-1, keepdim=True) / N
+    loss = w * (rest + _phi(raw_x0 - math.log(N)))
+    grad = torch.zeros_like(z)
+    grad[:, :N] = w * ez / N
+    grad.scatter_add_(-1, x0[:, None], -w.expand_as(raw_x0))
+    logits.copy_(grad)
+    return loss.squeeze(-1)

@@ -1,0 +1,174 @@
+"""Training checkpoints that survive kill -9: tensors in safetensors files, everything else in JSON, no pickles.
+
+A checkpoint is a directory ``step_<step:08d>/`` holding model/ema/optimizer/rng ``.safetensors`` files and
+``state.json`` (step, data position, optimizer hyper-parameters, scheduler, numpy/python RNG, config, and the sha256
+of every tensor file). It is assembled in a hidden temporary directory, fsynced, and renamed into place, so a visible
+checkpoint is complete; the checksums catch later truncation or bit rot, and ``load_latest`` then falls back to the
+previous good checkpoint with a warning.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from pysedd.io import sha256_file
+
+
+PREFIX = "step_"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    """Every RNG the training touches: torch CPU/CUDA (tensors) and numpy/python (JSON)."""
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = state
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    json_state = {
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(internal), py_gauss],
+    }
+    return tensors, json_state
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], json_state: dict) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = sorted(k for k in tensors if k.startswith("torch_cuda_"))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda][: torch.cuda.device_count()])
+    kind, keys, pos, has_gauss, gauss = json_state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, py_gauss = json_state["python"]
+    random.setstate((version, tuple(internal), py_gauss))
+
+
+def _optimizer_split(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in [*tensors.items(), *meta["scalars"].items()]:
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, ema, optimizer, scheduler,
+                    extra: dict) -> Path:
+    """Writes ``directory/step_<step>`` atomically and returns its path (an existing valid one is kept as is)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"{PREFIX}{step:08d}"
+    if final.exists() and verify(final) is not None:
+        return final
+    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    opt_tensors, opt_meta = _optimizer_split(optimizer)
+    rng_tensors, rng_json = rng_state()
+    ema_sd = ema.state_dict()
+    save_model(model, str(tmp / "model.safetensors"))
+    save_file({str(i): t.contiguous() for i, t in enumerate(ema_sd["shadow_params"])}, str(tmp / "ema.safetensors"))
+    save_file({k: v.contiguous() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
+    save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    files = {}
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors"):
+        _fsync(tmp / name)
+        files[name] = sha256_file(tmp / name)
+    state = {
+        "step": step,
+        "files": files,
+        "ema": {"decay": ema_sd["decay"], "num_updates": ema_sd["num_updates"]},
+        "optimizer": opt_meta,
+        "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
+        "rng": rng_json,
+        **extra,
+    }
+    with open(tmp / "state.json", "w") as f:
+        json.dump(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(tmp)
+    if final.exists():  # an invalid leftover of the same step
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    fsync_dir(directory)
+    return final
+
+
+def verify(path: Path) -> dict | None:
+    """The parsed state.json when every file of the checkpoint matches its checksum, else None."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        files = state["files"]
+        if not all(sha256_file(path / name) == digest for name, digest in files.items()):
+            return None
+        return state
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint directories, newest first."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]), reverse=True)
+
+
+def prune(directory: Path, keep_last: int) -> None:
+    """Deletes all but the newest ``keep_last`` checkpoints and stale temporary directories."""
+    for old in list_checkpoints(directory)[keep_last:]:
+        shutil.rmtree(old, ignore_errors=True)
+    for tmp in directory.glob(f".{PREFIX}*.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_latest(directory: Path, model, ema, optimizer, scheduler, device: torch.device) -> dict | None:
+    """Restores the newest checkpoint that verifies, warning about each corrupt one skipped; None if there is none."""
+    for path in list_checkpoints(directory):
+        state = verify(path)
+        if state is None:
+            warnings.warn(f"checkpoint {path} is incomplete or corrupt (checksum mismatch); trying an older one",
+                          RuntimeWarning, stacklevel=2)
+            continue
+        load_model(model, str(path / "model.safetensors"), strict=True, device=str(device))
+        shadow = load_file(str(path / "ema.safetensors"), device=str(device))
+        ema.load_state_dict({**state["ema"], "shadow_params": [shadow[str(i)] for i in range(len(shadow))]})
+        optimizer.load_state_dict(_optimizer_join(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
+        scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
+        set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
+        state["path"] = str(path)
+        return state
+    return None

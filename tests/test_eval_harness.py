@@ -1,0 +1,203 @@
+"""lm-eval integration, fully offline: local task YAMLs over converted data files, GPT-2 through lm-eval's hf model,
+SEDD through the registered `sedd` model, both via lm-eval's own runner on a few documents."""
+import json
+
+import pytest
+import torch
+
+from pysedd.errors import UserError
+from pysedd.eval import harness, local_tasks
+from pysedd.eval.common import derived_seed, load_model
+
+LAMBADA_DOCS = [
+    {"text": "She opened the door and saw her old friend standing there with a smile on his face"},
+    {"text": "The train was late again so he decided to walk all the way to the office"},
+    {"text": "They planted tomatoes in the garden and waited all summer for the first tomatoes"},
+]
+PIQA_DOCS = [
+    {"goal": "How do I dry wet shoes?", "sol1": "Stuff them with newspaper.", "sol2": "Put them in the freezer.", "label": 0},
+    {"goal": "How to cool soup quickly?", "sol1": "Heat it on the stove.", "sol2": "Stir it in an ice bath.", "label": 1},
+    {"goal": "How to open a jar?", "sol1": "Run the lid under hot water.", "sol2": "Paint the lid blue.", "label": 0},
+]
+
+
+def write_jsonl(path, docs):
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("gpt2")
+    GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2)).save_pretrained(path)
+    return load_model(str(path))
+
+
+@pytest.fixture(scope="module")
+def tiny_sedd(tmp_path_factory):
+    from pysedd.config import SEDDConfig
+    from pysedd.model import SEDD
+
+    torch.manual_seed(0)
+    config = SEDDConfig.preset("tiny", hidden_size=32, cond_dim=16, n_heads=2, length=64)
+    model = SEDD(config)
+    with torch.no_grad():  # non-zero output layer, so scores depend on the input
+        model.output_layer.linear.weight.normal_(0, 0.5)
+        model.output_layer.linear.bias.normal_(0, 0.5)
+    path = tmp_path_factory.mktemp("sedd")
+    model.save_pretrained(path)
+    return load_model(str(path))
+
+
+def test_gpt2_hf_through_lm_eval_on_local_tasks(tiny_gpt2, tmp_path):
+    files = {"lambada_openai": str(write_jsonl(tmp_path / "lambada.jsonl", LAMBADA_DOCS)),
+             "piqa": str(write_jsonl(tmp_path / "piqa.jsonl", PIQA_DOCS))}
+    out = harness.run_lm_eval(tiny_gpt2, ["lambada_openai", "piqa"], data_files=files, cache_dir=str(tmp_path / "c"),
+                              batch_size=4, limit=3)
+    results = out["lm_eval"]["results"]
+    assert set(results) == {"lambada_openai_local", "piqa_local"}
+    metrics = harness.task_metrics(out["lm_eval"])
+    assert 0.0 <= metrics["piqa"]["acc"] <= 1.0 and "acc_norm" in metrics["piqa"]
+    assert metrics["lambada_openai"]["perplexity"] > 1.0
+    assert out["tasks"]["piqa"]["n_docs"] == 3
+    assert "LAMBADA acc" in harness.table([("gpt2", metrics)])
+
+
+def test_sedd_through_lm_eval_matches_direct_nelbo(tiny_sedd, tmp_path):
+    pytest.importorskip("pysedd.likelihood")
+    from pysedd.likelihood import conditional_nelbo
+    from pysedd.tokenizer import get_tokenizer
+
+    files = {"lambada_openai": str(write_jsonl(tmp_path / "lambada.jsonl", LAMBADA_DOCS[:2])),
+             "piqa": str(write_jsonl(tmp_path / "piqa.jsonl", PIQA_DOCS[:2]))}
+    out = harness.run_lm_eval(tiny_sedd, ["lambada_openai", "piqa"], data_files=files, cache_dir=str(tmp_path / "c"),
+                              n_samples=8, batch_size=8, limit=2)
+    assert set(out["lm_eval"]["results"]) == {"lambada_openai_local", "piqa_local"}
+
+    lm = harness.SEDDLM(tiny_sedd, n_samples=8, seed=3, batch_size=8)
+    tok = get_tokenizer()
+    context, choices = "How do I dry wet shoes?", [" Stuff them.", " Put them in the oven now."]
+
+    class Request:  # what lm-eval passes: an object with .args
+        def __init__(self, *args):
+            self.args = args
+
+    requests = [Request(context, c) for c in choices] + [Request("Other context", choices[0])]
+    results = lm.loglikelihood(requests, disable_tqdm=True)
+    for (ll, _), choice in zip(results, choices):  # the choices of one question share the seed of their context
+        expected = conditional_nelbo(tiny_sedd.model, tiny_sedd.graph, tiny_sedd.noise, [[50256] + tok.encode(context)],
+                                     [tok.encode(choice) + [50256]], n_samples=8,
+                                     seed=derived_seed(3, context), sampling_eps=1e-3, batch_size=8)[0]
+        assert ll == pytest.approx(-expected)
+    alone = lm.loglikelihood(requests[::-1], disable_tqdm=True)[::-1]
+    assert alone == results  # order and batching do not change a number
+
+
+def test_sedd_greedy_flag(tiny_sedd):
+    """A model whose scores always prefer token 11 is greedy exactly for targets made of 11s."""
+    from pysedd.config import SEDDConfig
+    from pysedd.model import SEDD
+
+    model = SEDD(SEDDConfig.from_dict(tiny_sedd.model.config.to_dict())).eval()
+    with torch.no_grad():
+        model.output_layer.linear.weight.zero_()
+        model.output_layer.linear.bias.zero_()
+        model.output_layer.linear.bias[11] = 50.0
+    lm = harness.SEDDLM(tiny_sedd, n_samples=2)
+    lm.lm.model = model
+    assert lm._is_greedy([50256, 5, 6], [11, 11, 50256])
+    assert not lm._is_greedy([50256, 5, 6], [11, 12, 50256])
+
+
+def test_sedd_generate_until_stops_at_the_stop_string(tiny_sedd):
+    lm = harness.SEDDLM(tiny_sedd, gen_steps=4, seed=1)
+
+    class Request:
+        def __init__(self, *args):
+            self.args = args
+
+    context = "Once upon a time"
+    full, again = lm.generate_until([Request(context, {"until": ["@@@"], "max_gen_toks": 12})] * 2, disable_tqdm=True)
+    assert full == again and len(full) > 0  # seeded per request
+    stop = full[len(full) // 2]
+    (cut,) = lm.generate_until([Request(context, {"until": [stop], "max_gen_toks": 12})], disable_tqdm=True)
+    assert cut == full.split(stop)[0]
+    with pytest.raises(UserError, match="does not fit"):
+        lm.generate_until([Request("x", {"max_gen_toks": 64})], disable_tqdm=True)
+
+
+def test_sedd_lm_rejects_gpt2_and_long_targets(tiny_gpt2, tiny_sedd):
+    with pytest.raises(UserError, match="needs a SEDD checkpoint"):
+        harness.SEDDLM(tiny_gpt2)
+    with pytest.raises(UserError, match="does not fit"):
+        harness.SEDDLM(tiny_sedd)._fit([1, 2], list(range(64)))
+
+
+def test_local_task_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown task"):
+        local_tasks.local_task_yaml("mmlu", tmp_path / "x.jsonl", tmp_path)
+    with pytest.raises(UserError, match="not found"):
+        local_tasks.local_task_yaml("piqa", tmp_path / "missing.jsonl", tmp_path)
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(UserError, match="empty"):
+        local_tasks.local_task_yaml("piqa", tmp_path / "empty.jsonl", tmp_path)
+    (tmp_path / "blank.jsonl").write_text("\n\n")
+    with pytest.raises(UserError, match="no documents"):
+        local_tasks.local_task_yaml("lambada_openai", tmp_path / "blank.jsonl", tmp_path)
+    write_jsonl(tmp_path / "nolabels.jsonl", [{"goal": "g", "sol1": "a", "sol2": "b"}])
+    with pytest.raises(UserError, match="no 'label' field"):
+        local_tasks.local_task_yaml("piqa", tmp_path / "nolabels.jsonl", tmp_path)
+
+
+def test_offline_copies_convert_to_builtin_fields(shared_data, tmp_path):
+    """The shared copies in other formats give the prompts lm-eval's built-ins would build from the originals."""
+    from lm_eval.tasks.hellaswag.utils import process_docs
+    from lm_eval.tasks.winogrande.preprocess_winogrande import doc_to_choice, doc_to_target
+    import datasets
+
+    hs = local_tasks.convert_hellaswag(shared_data / local_tasks.DEFAULT_FILES["hellaswag"])
+    assert len(hs) == 10042
+    doc = process_docs(datasets.Dataset.from_list(hs[:1]))[0]
+    assert doc["query"] == "Roof shingle removal: A man is sitting on a roof. He"  # ctx_b re-capitalised
+    assert doc["gold"] == 3 and doc["choices"][3] == "starts pulling up roofing on a roof."
+
+    raw = [json.loads(line) for line in (shared_data / "winogrande/winogrande.jsonl").read_text().splitlines()]
+    wg = local_tasks.convert_winogrande(shared_data / "winogrande/winogrande.jsonl")
+    assert len(wg) == 1267
+    for original, doc in zip(raw, wg):
+        assert doc_to_choice(doc) == original["context_options"]
+        assert doc_to_target(doc) == original["continuation"].strip()
+
+    arc = local_tasks.convert_arc(shared_data / "arc/arc_challenge.jsonl")
+    assert len(arc) == 1172 and arc[0]["choices"]["label"][0] == "A"
+    assert arc[0]["question"].startswith("An astronomer observes")
+    piqa = local_tasks.convert_piqa(shared_data / "piqa/valid.jsonl")
+    assert len(piqa) == 1838 and piqa[1]["label"] == 1
+
+    yaml_path, info = local_tasks.local_task_yaml("arc_challenge", shared_data / "arc/arc_challenge.jsonl", tmp_path)
+    config = json.loads(yaml_path.read_text())
+    assert config["include"].endswith("arc/arc_challenge.yaml") and config["test_split"] == "test"
+    assert config["validation_split"] is None and info["n_docs"] == 1172
+
+
+def test_lm_eval_cli_over_the_offline_copies(shared_data, tiny_gpt2, tmp_path, capsys):
+    """`pysedd eval lm-eval --local-data` over the shared copies through lm-eval's runner, no hub. (HellaSwag's 10k
+    documents are left out for time; its conversion is checked against lm-eval's own preprocessing above.)"""
+    from pysedd.cli import main
+
+    tasks = ["lambada_openai", "piqa", "arc_easy", "arc_challenge", "winogrande"]
+    out = tmp_path / "lm.json"
+    base = ["eval", "lm-eval", "--model", tiny_gpt2.source, "--local-data", str(shared_data), "--limit", "2",
+            "--batch-size", "4", "--quiet", "--device", "cpu", "--out", str(out)]
+    assert main(base + ["--tasks", *tasks, "--table", str(tmp_path / "lm.md")]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["results"]) == {t + "_local" for t in tasks}  # lm-eval's own format
+    assert set(result["pysedd"]["metrics"]) == set(tasks)
+    assert result["pysedd"]["tasks"]["winogrande"]["n_docs"] == 1267
+    assert "WinoGrande" in (tmp_path / "lm.md").read_text()
+    assert list((tmp_path / "lm.json.shards").glob("requests-*_rank0.db"))  # lm-eval's request cache, for resuming
+    assert main(base + ["--tasks", "mmlu"]) == 2
+    assert "unknown task 'mmlu'" in capsys.readouterr().err

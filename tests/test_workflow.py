@@ -1,0 +1,256 @@
+"""The Snakemake workflow: DAGs of every config, rerun rules, config errors, and the report's tables.
+
+Dry runs only (`snakemake -n`, ~2 s each): a "finished" run is simulated by creating every output the DAG lists and
+recording it with `snakemake --touch`, which stores the same provenance (params, code) as a real run, so the
+rerun triggers can be checked after edits without running any stage. The demo DAG itself runs in CI (.ci/).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("snakemake")
+
+REPO = Path(__file__).resolve().parents[1]
+FILE_SUFFIXES = (".json", ".md", ".tsv", ".npz", ".png", ".jsonl")
+
+
+def snakemake(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile", check: bool = True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> dict[str, int]:
+    """{rule: job count} of what a dry run would execute ({} when there is nothing to do)."""
+    out = snakemake(workdir, "-n", "--quiet", "rules", *args, snakefile=snakefile).stdout
+    if "Nothing to be done" in out:
+        return {}
+    jobs, in_table = {}, False
+    for line in out.splitlines():
+        if line.startswith("job "):
+            in_table = True
+        elif in_table and line.strip() and not line.startswith("---"):
+            name, count = line.split()
+            if name == "total":
+                break
+            jobs[name] = int(count)
+    return jobs
+
+
+def write_config(path: Path, edit) -> Path:
+    import yaml
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("configfile, expected", [
+    ("config.yaml", {"prepare_train": 1, "train": 3, "export": 3, "sample": 4, "gen_ppl": 4, "diversity": 4,
+                     "zero_shot": 2, "lm_eval": 2, "mauve": 3, "latency": 1, "report": 1}),
+    ("config/paper.yaml", {"prepare_eval": 5, "zero_shot": 20, "lm_eval": 4, "sample": 18, "gen_ppl": 18,
+                           "mauve": 6, "latency": 1, "report": 1}),
+    ("config/retrain-owt.yaml", {"prepare_train": 1, "train": 2, "export": 2, "zero_shot": 12, "sample": 5}),
+])
+def test_dry_run_of_every_config(tmp_path, configfile, expected):
+    jobs = planned_jobs(tmp_path, "--configfile", str(REPO / configfile))
+    for rule, count in expected.items():
+        assert jobs.get(rule) == count, (rule, jobs)
+    if configfile == "config/paper.yaml":  # pretrained by hub id: no training, no tokenisation of OpenWebText
+        assert "train" not in jobs and "prepare_train" not in jobs
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c.update(unknown_key=1), "unknown_key"),
+    (lambda c: c["unconditional"].update(num_samples="many"), "num_samples"),
+    (lambda c: c["unconditional"]["sedd"].update(steps=[0, 16]), "steps"),
+    (lambda c: c["zero_shot"]["datasets"].update(mine={"corpus": "wikitext4"}), "corpus"),
+    (lambda c: c["models"]["sedd"]["train"].update(steps=0), "steps"),
+    (lambda c: c["lm_eval"].update(tasks=["hellaswag", "not_a_task"]), "tasks"),
+    (lambda c: c["models"]["sedd"].update(hub="louaaron/sedd-small"), "sedd"),  # both hub and train
+])
+def test_config_error_names_the_key(edit, key):
+    """The schema check the workflow runs first (snakemake.utils.validate on the schema), called directly."""
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    edit(config)
+    with pytest.raises(WorkflowError) as info:
+        validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    assert "Error validating config file" in str(info.value) and key in str(info.value), str(info.value)
+
+
+def test_config_error_stops_the_run_before_any_job(tmp_path):
+    configfile = write_config(tmp_path / "bad.yaml", lambda c: c["unconditional"]["sedd"].update(steps=[0]))
+    proc = snakemake(tmp_path, "--cores", "1", "--configfile", str(configfile), check=False)
+    message = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Error validating config file" in message and "['unconditional']['sedd']['steps'][0]" in message, message
+    assert not (tmp_path / "results").exists()
+
+
+def finish_everything(workdir: Path, snakefile: Path, *args: str) -> None:
+    """Make the DAG look fully run: create every output it lists, then record provenance with --touch."""
+    summary = snakemake(workdir, "--summary", *args, snakefile=snakefile).stdout.splitlines()
+    for line in summary[1:]:
+        path = workdir / line.split("\t")[0]
+        if path.suffix in FILE_SUFFIXES:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}")
+        else:  # directory() outputs: exported models, lm-eval task data
+            path.mkdir(parents=True, exist_ok=True)
+    snakemake(workdir, "--touch", "--forceall", "--cores", "1", *args, snakefile=snakefile)
+
+
+@pytest.fixture(scope="module")
+def finished_copy(tmp_path_factory):
+    """A copy of the repository (so its pysedd sources can be edited) whose demo DAG looks finished."""
+    root = tmp_path_factory.mktemp("repo")
+    for name in ("Snakefile", "config.yaml", "profiles"):
+        src = REPO / name
+        if src.is_symlink():
+            (root / name).symlink_to(src.readlink())
+        else:
+            shutil.copy(src, root / name)
+    for name in ("workflow", "pysedd", "config"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    finish_everything(root, root / "Snakefile")
+    return root
+
+
+def test_rerun_only_what_changed(finished_copy, tmp_path):
+    root, snakefile = finished_copy, finished_copy / "Snakefile"
+    # a no-op rerun does nothing
+    assert planned_jobs(root, snakefile=snakefile) == {}
+
+    # a sampling setting: sampling and what depends on it, never tokenisation or training
+    def more_steps(c):
+        c["unconditional"]["sedd"]["steps"] = [16, 32, 64]
+        c["unconditional"]["seed"] = 7
+
+    jobs = planned_jobs(root, "--configfile", str(write_config(tmp_path / "s.yaml", more_steps)), snakefile=snakefile)
+    assert jobs["sample"] == 5 and jobs["gen_ppl"] == 5 and jobs["diversity"] == 5 and jobs["report"] == 1
+    for rule in ("prepare_train", "train", "export", "zero_shot", "lm_eval", "latency", "sample_conditional"):
+        assert rule not in jobs, jobs
+
+    # a training setting of one model: that model and its dependants only
+    jobs = planned_jobs(root, "--configfile",
+                        str(write_config(tmp_path / "t.yaml", lambda c: c["models"]["gpt2"]["train"].update(lr=5e-4))),
+                        snakefile=snakefile)
+    assert jobs["train"] == 1 and jobs["export"] == 1 and "prepare_train" not in jobs
+    assert jobs["sample"] == 2  # gpt2 ancestral + nucleus, not SEDD's
+
+    # the code of one stage family: editing the sampler reruns sampling (and dependants), not training or data
+    sampler = root / "pysedd" / "sampling" / "pc.py"
+    original = sampler.read_text()
+    try:
+        sampler.write_text(original + "\n# edited\n")
+        jobs = planned_jobs(root, snakefile=snakefile)
+        assert jobs["sample"] == 4 and jobs["sample_conditional"] == 3
+        for rule in ("prepare_train", "train", "export", "zero_shot", "lm_eval", "heldout_tasks", "prompts"):
+            assert rule not in jobs, jobs
+    finally:
+        sampler.write_text(original)
+    assert planned_jobs(root, snakefile=snakefile) == {}
+
+    # the report's own code reruns only the report
+    report = root / "pysedd" / "report.py"
+    original = report.read_text()
+    try:
+        report.write_text(original + "\n# edited\n")
+        assert planned_jobs(root, snakefile=snakefile) == {"report": 1, "all": 1}
+    finally:
+        report.write_text(original)
+
+
+# ---------------------------------------------------------------- report
+
+
+def _write(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def fake_results(root: Path) -> None:
+    """Small results in the layout the workflow writes and the JSON shapes `pysedd eval` / `bench latency` write,
+    with hand-picked numbers the tables must show."""
+    _write(root / "models.json", {"sedd": {"kind": "sedd"}, "gpt2": {"kind": "gpt2"}})
+    for model, ppl in (("sedd", 41.84), ("gpt2", 42.43)):
+        for dataset, value in (("WikiText2", ppl), ("PTB", ppl + 100)):
+            _write(root / "eval/zero-shot" / model / f"{dataset}.json",
+                   {"evaluation": "zero-shot", "model": {"kind": model}, "datasets": {dataset: {
+                       "bound": model == "sedd", "primary": "mean_then_exp", "mean_then_exp": value,
+                       "exp_then_mean": value + 5}}})
+    lm_eval = {"hellaswag": {"acc": 0.3112, "acc_norm": 0.3301}, "arc_easy": {"acc": 0.4411, "acc_norm": 0.3999},
+               "winogrande": {"acc": 0.5166}}
+    _write(root / "eval/lm-eval/sedd.json", {"results": {}, "pysedd": {"metrics": lm_eval}})
+    _write(root / "eval/lm-eval/gpt2.json", {"results": {  # lm-eval's own format, offline task names
+        f"{task}_local": {f"{k},none": v for k, v in metrics.items()} for task, metrics in lm_eval.items()}})
+    for setting, gen_ppl in (("T16", 120.5), ("T128", 98.25)):
+        _write(root / "eval/gen-ppl/sedd" / f"{setting}.json", {"evaluation": "gen-ppl", "results": [
+            {"gen_ppl": gen_ppl, "modes": {"b": gen_ppl, "a": gen_ppl + 3}, "unigram_entropy": {"mean": 5.4, "std": 0.1}}]})
+        _write(root / "eval/diversity/sedd" / f"{setting}.json", {"evaluation": "diversity", "results": [
+            {"name": setting, "metrics": {"unique_unigram_fraction": {"mean": 0.61, "std": 0.02},
+                                          "unigram_entropy": {"mean": 5.41, "std": 0.12},
+                                          "repetition_rate_100": {"mean": 0.345, "std": 0.01}}}]})
+    _write(root / "eval/gen-ppl/gpt2/ancestral.json", {"results": [{"gen_ppl": 80.75, "unigram_entropy": 5.6}]})
+    _write(root / "eval/diversity/data/heldout.json", {"results": [{"name": "data: train", "metrics": {
+        "unique_unigram_fraction": 0.7, "unigram_entropy": 5.62, "repetition_rate_100": 0.3}}]})
+    for setting, value in (("gen-100", 0.912), ("gen-1024", 0.875)):
+        _write(root / "eval/mauve/sedd" / f"{setting}.json",
+               {"evaluation": "mauve", "mauve": {"mean": value, "std": 0.011, "n": 5},
+                "continuation_ppl": {"mean_then_exp": 33.3, "exp_then_mean": 40.0}})
+    _write(root / "eval/mauve/gpt2/gen.json", {"mauve_mean": 0.95, "mauve_std": 0.01, "continuation_ppl": 25.0})
+    _write(root / "bench/latency.json", {"results": [
+        {"model": "gpt2", "steps": None, "mean_latency": 9.0, "std_latency": 0.1, "mean_throughput": 113.8},
+        {"model": "sedd", "sampler": "analytic", "steps": 64, "mean_latency": 2.0, "std_latency": 0.05,
+         "mean_throughput": 512.0}]})
+
+
+def test_report_contains_every_table(tmp_path):
+    from pysedd.report import write_report
+
+    fake_results(tmp_path)
+    tables = write_report(tmp_path, tmp_path / "report.md", tmp_path / "tables")
+    text = (tmp_path / "report.md").read_text()
+    for n in range(1, 7):
+        assert f"### Table {n}:" in text
+    assert "Latency (Figure 1)" in text
+    by_name = {t.name: t for t in tables}
+    # Table 1: models as rows, datasets as columns, ≤ for SEDD's bound only
+    t1 = by_name["table1-zero-shot"]
+    assert t1.columns == ["PTB", "WikiText2"]
+    assert t1.rows == [("sedd", ["≤141.84", "≤41.84"]), ("gpt2", ["142.43", "42.43"])]
+    # Table 2: tasks in the paper's order, accuracy in %
+    t2 = by_name["table2-lm-eval"]
+    assert t2.columns == ["HellaSwag", "ARC-e", "WinoGrande"]
+    assert t2.rows == [("sedd", ["31.1 / 33.0", "44.1 / 40.0", "51.7"]), ("gpt2", ["31.1 / 33.0", "44.1 / 40.0", "51.7"])]
+    assert "| sedd (T = 16) | 120.50 | 5.40 ± 0.10 |" in text
+    assert "| gpt2 (ancestral) | 80.75 | 5.60 |" in text
+    assert "| data (heldout) | 0.700 | 5.62 | 0.300 |" in text
+    # Tables 5/6: canvases as columns; GPT-2's causal result fills both
+    t5 = by_name["table5-mauve"]
+    assert t5.columns == ["gen-100", "gen-1024"]
+    assert t5.rows == [("sedd", ["0.912 ± 0.011", "0.875 ± 0.011"]), ("gpt2", ["0.950 ± 0.010", "0.950 ± 0.010"])]
+    assert by_name["table6-continuation-ppl"].rows[1] == ("gpt2", ["25.00", "25.00"])
+    assert by_name["latency"].rows[1] == ("sedd (analytic)", ["64", "2.000 ± 0.050", "512.0", "4.50×"])
+    assert (tmp_path / "tables" / "table4-diversity.tsv").read_text().startswith("model\tunique unigrams")
+
+
+def test_report_cli_rejects_missing_results_dir(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pysedd", "report", "--results", str(tmp_path / "nope"),
+                           "--out", str(tmp_path / "r.md")], capture_output=True, text=True, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"pysedd: error: results directory {tmp_path / 'nope'} does not exist"

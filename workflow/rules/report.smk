@@ -1,0 +1,56 @@
+"""The report: the paper's tables 1-6 and the latency figure as results/report.md (pysedd report), and the same
+tables as TSV files wrapped in report() so `snakemake --report report.html` shows them with captions."""
+
+rule models_record:
+    """results/models.json: the configured models (kind, role, source) in config order, for the report's rows."""
+    output:
+        f"{RESULTS}/models.json",
+    params:
+        models={
+            name: {"kind": m["kind"], "source": model_path(name)}
+            for name, m in MODELS.items()
+            if m["role"] == "subject"
+        },
+    log:
+        f"{RESULTS}/logs/models-record.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/models-record.tsv"
+    threads: 1
+    resources:
+        mem_mb=100,
+        runtime=1,
+    run:
+        with open(output[0], "w") as f:
+            json.dump(params.models, f, indent=2)
+        with open(log[0], "w") as f:
+            print(f"{len(params.models)} models", file=f)
+
+
+rule report:
+    input:
+        rules.models_record.output,
+        evaluation_results(),
+    output:
+        markdown=f"{RESULTS}/report.md",
+        tables=[
+            report(
+                f"{RESULTS}/report/{name}.tsv",
+                caption=f"../report/{'latency' if name == 'latency' else name}.rst",
+                category="Tables",
+                labels={"table": title},
+            )
+            for name, title in TABLES.items()
+        ],
+    params:
+        code=CODE["report"],
+    log:
+        f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "{PYSEDD} report --results {RESULTS} --out {output.markdown} --tables-dir $(dirname {output.tables[0]}) "
+        "> {log} 2>&1"
