@@ -77,7 +77,8 @@ def ar_sample(model, batch_size: int, length: int, *, prompt_ids=None, top_k: in
     top_k=0 and top_p=None is pure ancestral sampling (transformers applies top_k=50 unless told otherwise).
     Unconditional rows start from BOS (<|endoftext|>) and return the `length` new tokens; with `prompt_ids` the rows
     are prompt ++ continuation. Exact length by default (exactly `length` new tokens, as min_new_tokens =
-    max_new_tokens would force, but without suppressing EOS): EOS is an ordinary token that does not stop generation; `stop_at_eos` stops each row at its first EOS and reports `lengths`.
+    max_new_tokens would force, but without suppressing EOS): EOS is an ordinary token that does not stop
+    generation; `stop_at_eos` stops each row at its first EOS and reports `lengths`.
     nfe = the number of network calls (one per new token, the first on the whole prompt)."""
     from transformers import GenerationConfig
 

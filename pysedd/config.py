@@ -86,13 +86,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _typed(cls, section: str, values: Any):
+def dataclass_from_dict(cls, values: Any, what: str):
+    """Build dataclass `cls` from a mapping, naming every unknown field (`what` says where they came from)."""
     if not isinstance(values, dict):
-        raise UserError(f"config section '{section}' must be a mapping, got {type(values).__name__}")
+        raise UserError(f"{what} must be a mapping, got {type(values).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UserError(f"unknown field(s) in config section '{section}': {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise UserError(f"unknown field(s) in {what}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     return cls(**values)
 
 
@@ -142,9 +143,9 @@ class SEDDConfig:
             raise UserError(f"config is missing section(s): {', '.join(missing)}")
         return cls(
             tokens=d.get("tokens", GPT2_TOKENS),
-            model=_typed(ModelConfig, "model", d["model"]),
-            graph=_typed(GraphConfig, "graph", d["graph"]),
-            noise=_typed(NoiseConfig, "noise", d["noise"]),
+            model=dataclass_from_dict(ModelConfig, d["model"], "config section 'model'"),
+            graph=dataclass_from_dict(GraphConfig, d["graph"], "config section 'graph'"),
+            noise=dataclass_from_dict(NoiseConfig, d["noise"], "config section 'noise'"),
             extra={k: v for k, v in d.items() if k not in TYPED_SECTIONS},
         )
 

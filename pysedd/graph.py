@@ -50,7 +50,7 @@ class Graph:
 
     def reverse_rate(self, x: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         """Reverse rate out of state x given the score (ratio) vector: R = transp_rate(x) * score, R[x] = -sum of the rest."""
-        rate = self.transp_rate(x).to(score.dtype) * score
+        rate = self.transp_rate(x, dtype=score.dtype) * score
         rate = rate.scatter(-1, x[..., None], 0.0)
         return rate.scatter(-1, x[..., None], -rate.sum(-1, keepdim=True))
 
@@ -79,11 +79,11 @@ class Absorbing(Graph):
         """Column i of Q: +1 at MASK, -1 at i (zero for i = MASK)."""
         return F.one_hot(torch.full_like(i, self.mask_index), self.dim) - F.one_hot(i, self.dim)
 
-    def transp_rate(self, i: torch.Tensor) -> torch.Tensor:
-        """Row i of Q: 1 on every non-mask entry for i = MASK, -onehot(i) otherwise."""
+    def transp_rate(self, i: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Row i of Q: 1 on every non-mask entry for i = MASK, -onehot(i) otherwise (integer unless dtype is given)."""
         edge = -F.one_hot(i, self.dim)
         edge[i == self.mask_index] += 1
-        return edge
+        return edge if dtype is None else edge.to(dtype)
 
     def transition(self, i: torch.Tensor, sigma) -> torch.Tensor:
         """Column i of exp(sigma Q): stay at i with prob e^-sigma, else MASK (a MASK row stays MASK)."""
@@ -144,12 +144,12 @@ class Uniform(Graph):
     def __repr__(self) -> str:
         return f"Uniform(n_tokens={self.n_tokens})"
 
-    def rate(self, i: torch.Tensor) -> torch.Tensor:
-        edge = torch.full((*i.shape, self.dim), 1.0 / self.dim, device=i.device)
+    def rate(self, i: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        edge = torch.full((*i.shape, self.dim), 1.0 / self.dim, dtype=dtype, device=i.device)
         return edge.scatter(-1, i[..., None], -(self.dim - 1) / self.dim)
 
-    def transp_rate(self, i: torch.Tensor) -> torch.Tensor:
-        return self.rate(i)
+    def transp_rate(self, i: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return self.rate(i, dtype)
 
     def transition(self, i: torch.Tensor, sigma) -> torch.Tensor:
         """Column i of exp(sigma Q): (1 - e^-sigma)/N off i, the rest at i."""

@@ -92,12 +92,12 @@ def _resolve_hub(repo_id: str, revision: str | None) -> Path:
             try:
                 hf_hub_download(repo_id, name, revision=revision)
                 break
-            except EntryNotFoundError:
-                continue
-            except LocalEntryNotFoundError:
+            except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: test it first
                 if name == SAFETENSORS_NAME:
                     continue
                 raise
+            except EntryNotFoundError:
+                continue
         else:
             raise UserError(f"hub repo {repo_id} has neither {SAFETENSORS_NAME} nor {PICKLE_NAME}")
     except LocalEntryNotFoundError:
@@ -117,7 +117,8 @@ def _load_run_directory(cls, run_dir: Path, device):
 
     cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     config = SEDDConfig.from_dict(cfg)
-    ckpts = [run_dir / "checkpoints-meta" / "checkpoint.pth"] + sorted((run_dir / "checkpoints").glob("checkpoint_*.pth"), reverse=True)
+    numbered = [p for p in (run_dir / "checkpoints").glob("checkpoint_*.pth") if p.stem.split("_")[-1].isdigit()]
+    ckpts = [run_dir / "checkpoints-meta" / "checkpoint.pth"] + sorted(numbered, key=lambda p: -int(p.stem.split("_")[-1]))
     ckpt_path = next((p for p in ckpts if p.is_file()), None)
     if ckpt_path is None:
         raise UserError(f"run directory {run_dir} has no checkpoints-meta/checkpoint.pth or checkpoints/checkpoint_*.pth")

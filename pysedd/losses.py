@@ -41,6 +41,10 @@ def score_entropy_loss(
         raise UserError(f"x0 contains the MASK id {graph.mask_index}; clean data must hold real tokens only")
     if t is None:
         t = sample_t(x0.shape[0], x0.device, sampling_eps, generator)
+    t = torch.as_tensor(t, device=x0.device).reshape(-1)  # [B], [B, 1] or a scalar -> [B]
+    if t.numel() not in (1, x0.shape[0]):
+        raise UserError(f"t has {t.numel()} entries for a batch of {x0.shape[0]} sequences")
+    t = t.expand(x0.shape[0])
     sigma, dsigma = noise(t)
     if perturbed is None:
         perturbed = graph.sample_transition(x0, sigma, generator=generator)

@@ -42,7 +42,8 @@ class SigmaEmbedding(nn.Module):
     @staticmethod
     def features(sigma: torch.Tensor) -> torch.Tensor:
         half = SIGMA_FEATURES // 2
-        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=sigma.device) / half)
+        # the table is computed on the CPU and moved, as in the reference (a GPU exp may differ in the last bit)
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half).to(sigma.device)
         args = sigma[:, None].float() * freqs[None]
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -74,8 +75,11 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [B, L, H, d]; cos/sin: [L, d]."""
+    """x: [B, L, H, d]; cos/sin: [L, d]. bf16/fp16 x: cos/sin rounded to x's dtype, arithmetic in float32, one
+    rounding at the end, as the reference's flash-attn rotary kernel does under autocast."""
     cos, sin = cos[None, :, None, :].to(x.dtype), sin[None, :, None, :].to(x.dtype)
+    if x.dtype in (torch.bfloat16, torch.float16):
+        return (x.float() * cos.float() + rotate_half(x).float() * sin.float()).to(x.dtype)
     return x * cos + rotate_half(x) * sin
 
 

@@ -197,3 +197,30 @@ def test_prepare_wikitext_and_demo(tmp_path, tok, shared_data):
     demo = prepare_corpus(open_corpus("demo"), tmp_path / "demo", tok, val_fraction=0.05, progress=False)
     assert demo["splits"]["train"]["blocks"] >= 50 and demo["request"]["source"]["kind"] == "demo"
     assert json.loads((tmp_path / "demo" / "manifest.json").read_text()) == demo
+
+
+def _group_texts(examples, block_size=8):
+    """SEDD data.py's group_texts (HF run_clm's): concatenate the batch, drop its remainder, cut blocks."""
+    from itertools import chain
+
+    concatenated = {k: list(chain(*examples[k])) for k in examples.keys()}
+    total = len(concatenated["input_ids"]) // block_size * block_size
+    return {k: [t[i:i + block_size] for i in range(0, total, block_size)] for k, t in concatenated.items()}
+
+
+@pytest.mark.parametrize("n_rows", [5, 23, 2500])
+def test_sedd_chunking_matches_datasets_map_as_data_py_calls_it(n_rows):
+    """SEDD's data.py chunks with datasets' map(group_texts, batched=True, num_proc=8): 8 contiguous shards, batches of
+    1000 rows, a remainder dropped per batch. chunking='sedd' reproduces that block for block (here against datasets
+    itself; num_proc=8 forks 8 workers, so the rows are few and short)."""
+    import datasets
+
+    from pysedd.data.packing import pack_token_rows_sedd
+
+    rng = np.random.default_rng(n_rows)
+    rows = [rng.integers(0, 50256, rng.integers(0, 7)).tolist() for _ in range(n_rows)]
+    ds = datasets.Dataset.from_dict({"input_ids": [r + [50256] for r in rows]})
+    expected = ds.map(_group_texts, batched=True, num_proc=8)["input_ids"]
+    got = pack_token_rows_sedd(rows, 8, 50256)
+    assert got.tolist() == [list(b) for b in expected]
+    assert len(got) < pack_token_rows(rows, 8, 50256)[0].shape[0] or n_rows == 5

@@ -385,3 +385,20 @@ def test_mauve_reads_prompt_ids_and_tiled_samples(judge, tmp_path):
     assert res["mauve"]["samples_per_prompt"] == 2 and res["mauve"]["n_q"] == 12
     with pytest.raises(UserError, match="whole number"):
         mauve_eval.evaluate(None, judge, refs, settings, str(tmp_path / "m.json"), samples=samples[:7])
+
+
+def test_zero_shot_sedd_chunking_option(tokenizer, tmp_path):
+    """--chunking sedd gives data.py's blocks: per 1000-row batch of 8 contiguous shards (here 8 one-row shards)."""
+    from pysedd.data.packing import pack_token_rows
+
+    path = tmp_path / "lm1b.txt"
+    lines = [f"Line number {i} has a few words in it ." for i in range(8)]
+    path.write_text("\n".join(lines) + "\n")
+    from pysedd.data import detokenizer_for
+
+    rows = [tokenizer.encode(detokenizer_for("lm1b")(line)) for line in lines]
+    concat = zero_shot.load_chunks("lm1b", [str(path)], zero_shot.ZeroShotSettings(seq_len=8), 8, tokenizer)[0]
+    sedd, info = zero_shot.load_chunks("lm1b", [str(path)], zero_shot.ZeroShotSettings(seq_len=8, chunking="sedd"), 8, tokenizer)
+    assert info["chunking"] == "sedd"
+    assert concat.tolist() == pack_token_rows(rows, 8, 50256)[0].tolist()
+    assert sedd.tolist() == [b for r in rows for b in pack_token_rows([r], 8, 50256)[0].tolist()]

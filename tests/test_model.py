@@ -126,6 +126,26 @@ def test_initial_loss_matches_closed_form():
     assert per_token == pytest.approx(10.81408, abs=5e-6)
 
 
+def test_loss_accepts_t_as_column_or_scalar():
+    """t of shape [B, 1] (the samplers' layout) or a scalar gives the same per-sequence loss [B] as t of shape [B]
+    (a [B, 1] t used to broadcast sigma' against [B, L] into a [B, B] 'loss')."""
+    torch.manual_seed(0)
+    cfg = tiny_config(tokens=50257)
+    model = SEDD(cfg).eval()
+    graph, noise = Absorbing(50257), LogLinear()
+    x0 = torch.randint(0, 50257, (3, 8))
+    t = torch.tensor([0.3, 0.3, 0.3])
+    xt = graph.sample_transition(x0, noise.total_noise(t), generator=torch.Generator().manual_seed(0))
+    sigma, rate = noise(t)
+    expected = rate * (xt == 50257).sum(-1) * math.log(50257) / torch.expm1(sigma)
+    for tt in (t, t[:, None], torch.tensor(0.3)):
+        loss = score_entropy_loss(model, graph, noise, x0, t=tt, perturbed=xt)
+        assert loss.shape == (3,)
+        torch.testing.assert_close(loss, expected.float(), rtol=1e-5, atol=1e-4)
+    with pytest.raises(UserError, match="t has 2 entries"):
+        score_entropy_loss(model, graph, noise, x0, t=torch.tensor([0.3, 0.4]))
+
+
 # ---------------------------------------------------------------- checkpoints (I14)
 def test_small_and_medium_parameter_counts_and_keys():
     with torch.device("meta"):
@@ -239,6 +259,8 @@ def test_missing_directory_and_file_arguments(tmp_path):
 
 # ---------------------------------------------------------------- config and bad input
 def test_config_rejects_unknown_fields_and_bad_values():
+    """The typed sections hold exactly the fields of the reference's hydra configs (configs/model/*.yaml, graph, noise);
+    anything else is a typo or a different model family, and is named."""
     d = tiny_config().to_dict()
     d["model"]["hidden"] = 3
     with pytest.raises(UserError, match="unknown field.*'model': hidden"):
@@ -271,3 +293,67 @@ def test_forward_rejects_bad_input():
         model(torch.zeros(1, 8), torch.tensor([0.1]))
     with pytest.raises(UserError, match="MASK id"):
         score_entropy_loss(model, Absorbing(16), LogLinear(), torch.full((1, 8), 16))
+
+
+def test_hub_weights_missing_from_offline_cache_gives_offline_error(monkeypatch, tmp_path):
+    """config.json cached but no weights: LocalEntryNotFoundError subclasses EntryNotFoundError in huggingface_hub, so
+    it must be told apart from a repo that lacks the file (the released repos have no model.safetensors)."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config().to_dict()))
+
+    def fake_download(repo_id, filename, revision=None):
+        if filename == "config.json":
+            return str(tmp_path / "config.json")
+        raise LocalEntryNotFoundError(f"{filename} not in cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    with pytest.raises(UserError, match="louaaron/sedd-small.*not in the local hub cache"):
+        SEDD.from_pretrained("louaaron/sedd-small")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sigma_features_on_cuda_use_the_cpu_frequency_table():
+    """The reference builds exp(-ln(10000) k/128) on the CPU and moves it; CUDA's expf may differ in the last bit."""
+    half = 128
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+    sigma = torch.linspace(0, 7, 33, device="cuda")
+    args = sigma[:, None] * freqs.cuda()[None]
+    assert torch.equal(SigmaEmbedding.features(sigma), torch.cat([args.cos(), args.sin()], -1))
+
+
+def test_rotary_in_bf16_rounds_once_like_the_reference_kernel():
+    """Under bf16 autocast the reference rotates q and k with flash-attn's rotary kernel: bf16 q/k and bf16-rounded
+    cos/sin, products and sum in float32, one rounding to bf16 at the end."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 3, 64).bfloat16()
+    t = torch.arange(16).float()
+    freqs = torch.outer(t, 1.0 / (10000 ** (torch.arange(0, 64, 2).float() / 64)))
+    cos, sin = torch.cat([freqs, freqs], -1).cos(), torch.cat([freqs, freqs], -1).sin()
+    c, s = cos.bfloat16().float()[None, :, None], sin.bfloat16().float()[None, :, None]
+    x1, x2 = x.float().chunk(2, dim=-1)  # bf16 x bf16 products are exact in float32
+    expected = (x.float() * c + torch.cat([-x2, x1], -1) * s).bfloat16()
+    assert torch.equal(apply_rotary(x, cos, sin), expected)
+
+
+def test_reference_run_directory_loads_the_newest_numbered_checkpoint_with_ema(tmp_path):
+    """A reference run dir (.hydra/config.yaml + checkpoints/checkpoint_<step//50000>.pth, no meta checkpoint): the
+    newest numbered checkpoint is step 26 (not '9', which sorts after '26' as text), and its EMA weights are used."""
+    import yaml
+
+    cfg = tiny_config()
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    (tmp_path / "checkpoints").mkdir()
+    ema = {}
+    for n in (9, 26):
+        torch.manual_seed(n)
+        model = randomise(SEDD(cfg))
+        ema[n] = [torch.randn_like(p) for p in model.parameters()]
+        torch.save({"model": model.state_dict(), "step": n * 50000,
+                    "ema": {"decay": 0.9999, "num_updates": n, "shadow_params": ema[n]}},
+                   tmp_path / "checkpoints" / f"checkpoint_{n}.pth")
+    loaded = SEDD.from_pretrained(tmp_path)
+    for p, s in zip(loaded.parameters(), ema[26]):
+        assert torch.equal(p, s)

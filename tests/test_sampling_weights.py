@@ -112,3 +112,18 @@ def test_float64_draw_reaches_the_tail():
     draws = sample_categorical(w.expand(20_000, 2), generator=torch.Generator().manual_seed(0))
     p1 = w[1] / w.sum()
     assert draws.double().mean().item() == pytest.approx(p1.item(), abs=0.015)
+
+
+def test_uniform_euler_weights_are_exact_in_float64():
+    """Uniform Euler: w_y = dt sigma'(t) s_y / N off x and 1 - sum at x, to float64 precision (1/N must not be
+    rounded to float32 on the way: that was a 3e-8 relative error)."""
+    torch.manual_seed(0)
+    n, dt = 7, 0.01
+    graph, noise = Uniform(n), Geometric()
+    x = torch.randint(0, n, (2, 4))
+    score = torch.rand(2, 4, n, dtype=torch.float64) + 0.1
+    t = torch.tensor([0.9, 0.3], dtype=torch.float64)
+    h = dt * noise.rate_noise(t)[:, None, None]
+    off = (h * score / n).scatter(-1, x[..., None], 0.0)
+    expected = off.scatter(-1, x[..., None], 1.0 - off.sum(-1, keepdim=True))
+    torch.testing.assert_close(euler_probs(graph, noise, score, x, t, dt), expected, rtol=1e-14, atol=1e-15)

@@ -242,7 +242,7 @@ def test_bad_inputs(data_dir, tmp_path, capsys):
         TrainConfig(batch_size=8, micro_batch_size=3).accumulation(1)
     with pytest.raises(UserError, match="not divisible by the 3 processes"):
         TrainConfig(batch_size=8).accumulation(3)
-    with pytest.raises(UserError, match="unknown training option"):
+    with pytest.raises(UserError, match="unknown field.*training options"):
         TrainConfig.from_dict({"stepz": 3})
     bad_yaml = tmp_path / "c.yaml"
     bad_yaml.write_text("steps: 3\npreset: huge\n")
@@ -286,3 +286,13 @@ def test_config_precedence_preset_file_flags(tmp_path):
     assert (paper.size, paper.batch_size, paper.lr, paper.warmup_steps, paper.ema_decay, paper.grad_clip,
             paper.betas, paper.eps, paper.weight_decay) == ("small", 512, 3e-4, 2500, 0.9999, 1.0, (0.9, 0.999),
                                                              1e-8, 0.0)
+
+
+def test_warmup_lr_of_the_nth_update_is_lr_times_n_over_warmup(data_dir, tmp_path):
+    """The reference increments state['step'] before optimize_fn, so update n (1-based) uses lr * min(n / warmup, 1):
+    lr/2, lr, lr for warmup 2 (not 0, lr/2, lr: a first update with lr 0 is a wasted step)."""
+    import json
+
+    train(tiny(data_dir, tmp_path / "w", steps=3, ckpt_every=0))
+    records = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in records if "lr" in r] == pytest.approx([5e-4, 1e-3, 1e-3])

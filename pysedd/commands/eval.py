@@ -70,6 +70,9 @@ def add_parser(subparsers) -> None:
                    help="GPT-2: skip each chunk's first token (default) or give it EOS as context (chunks of seq-len - 1)")
     z.add_argument("--limit", type=int, help="score only the first N chunks of each dataset (quick runs)")
     z.add_argument("--shard-size", type=int, default=8, help="chunks per resumable shard")
+    z.add_argument("--chunking", choices=["concat", "sedd"], default="concat",
+                   help="concat: all rows concatenated, one remainder dropped (default); sedd: exactly SEDD's data.py, "
+                        "whose datasets map cuts 8 shards x 1000-row batches and drops a remainder per batch")
     z.set_defaults(func=run_zero_shot)
 
     h = sub.add_parser("lm-eval", help="Table 2: lm-evaluation-harness tasks (SEDD via its conditional ELBO)",
@@ -173,7 +176,7 @@ def run_zero_shot(args) -> int:
     settings = zero_shot.ZeroShotSettings(seq_len=args.seq_len, split=args.split, n_samples=args.n_samples,
                                           sampling_eps=args.sampling_eps, stratified=not args.no_stratified, seed=args.seed,
                                           batch_size=args.batch_size, ar_first_token=args.ar_first_token,
-                                          limit=args.limit, shard_size=args.shard_size)
+                                          limit=args.limit, shard_size=args.shard_size, chunking=args.chunking)
     if args.data and files:
         raise UserError("give either --data (a prepared directory) or --data-file, not both")
     if args.data:

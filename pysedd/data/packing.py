@@ -39,10 +39,35 @@ def pack_token_rows(token_rows: Iterable[Sequence[int]], seq_len: int, eos_id: i
     return blocks, len(stream) - n_blocks * seq_len
 
 
-def pack_texts(texts: Iterable[str], tokenizer, seq_len: int = 1024) -> np.ndarray:
-    """Tokenises and packs texts in memory (for evaluation sets); returns [n_blocks, seq_len] int64."""
-    texts = list(texts)
-    blocks, _ = pack_token_rows(tokenizer.encode_batch(texts), seq_len, tokenizer.eos_id)
+def pack_token_rows_sedd(token_rows: Iterable[Sequence[int]], seq_len: int, eos_id: int, num_proc: int = 8,
+                         map_batch: int = 1000) -> np.ndarray:
+    """Blocks exactly as SEDD's data.py cuts them: its group_texts runs through datasets' map(batched=True,
+    num_proc=8), i.e. on 8 contiguous shards of the rows, 1000 rows at a time, dropping the remainder of every batch
+    (a few blocks fewer than one concatenation, and shifted boundaries)."""
+    rows = list(token_rows)
+    num_proc = max(1, min(num_proc, len(rows)))  # datasets lowers num_proc to the number of rows
+    div, mod = divmod(len(rows), num_proc)
+    parts, start = [np.zeros((0, seq_len), dtype=np.int64)], 0
+    for shard in range(num_proc):
+        end = start + div + (shard < mod)
+        for lo in range(start, end, map_batch):
+            parts.append(pack_token_rows(rows[lo:min(lo + map_batch, end)], seq_len, eos_id)[0])
+        start = end
+    return np.concatenate(parts)
+
+
+CHUNKINGS = ("concat", "sedd")
+
+
+def pack_texts(texts: Iterable[str], tokenizer, seq_len: int = 1024, chunking: str = "concat") -> np.ndarray:
+    """Tokenises and packs texts in memory (for evaluation sets); returns [n_blocks, seq_len] int64.
+    chunking: 'concat' (all rows concatenated, one remainder dropped) or 'sedd' (`pack_token_rows_sedd`)."""
+    if chunking not in CHUNKINGS:
+        raise UserError(f"chunking must be one of {', '.join(CHUNKINGS)}, got {chunking!r}")
+    token_rows = tokenizer.encode_batch(list(texts))
+    if chunking == "sedd":
+        return pack_token_rows_sedd(token_rows, seq_len, tokenizer.eos_id)
+    blocks, _ = pack_token_rows(token_rows, seq_len, tokenizer.eos_id)
     return blocks
 
 

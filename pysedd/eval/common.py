@@ -15,21 +15,13 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, sha256_file
 
 KINDS = ("sedd", "gpt2")
 WEIGHT_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model", ".yaml")
 
 
 # -- fingerprints -------------------------------------------------------------------------------------------------
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def fingerprint_path(path: str | os.PathLike) -> dict:
     """sha256 of a file, or of every model/config file directly inside a directory."""

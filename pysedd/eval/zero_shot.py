@@ -36,6 +36,7 @@ class ZeroShotSettings:
     ar_first_token: str = "skip"
     limit: int | None = None  # score only the first `limit` chunks (quick runs; recorded)
     shard_size: int = 8  # chunks per resumable shard
+    chunking: str = "concat"  # "concat": one concatenation (the spec); "sedd": as SEDD's data.py (datasets map batches)
 
 
 def load_chunks(dataset: str, paths: list[str], settings: ZeroShotSettings, seq_len: int, tokenizer) -> tuple[np.ndarray, dict]:
@@ -43,7 +44,7 @@ def load_chunks(dataset: str, paths: list[str], settings: ZeroShotSettings, seq_
     from ..data import open_corpus, pack_texts
 
     corpus = open_corpus(dataset, paths, split=settings.split)
-    blocks = pack_texts(corpus.texts(), tokenizer, seq_len)
+    blocks = pack_texts(corpus.texts(), tokenizer, seq_len, chunking=settings.chunking)
     if len(blocks) == 0:
         raise UserError(f"dataset {dataset!r} gives no complete {seq_len}-token chunk (empty or too short)")
     if settings.limit is not None:
@@ -53,6 +54,7 @@ def load_chunks(dataset: str, paths: list[str], settings: ZeroShotSettings, seq_
         "split": settings.split,
         "source": corpus.source,
         "chunk_len": seq_len,
+        "chunking": settings.chunking,
         "n_chunks": int(len(blocks)),
         "tokens_sha256": hashlib.sha256(np.ascontiguousarray(blocks, dtype=np.int64).tobytes()).hexdigest(),
     }

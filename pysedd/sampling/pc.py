@@ -67,9 +67,12 @@ class ScoreCache:
         if (self.time_independent or mode == "approximate") and graph.absorb and not self.scaled:
             raise UserError("caching on the absorbing graph needs model.scale_by_sigma = True (a log-score of the "
                             "form network - log(e^sigma - 1) - log N)")
-        # absorb without the kernel: project only the masked positions through the output layer
+        # absorb: project only the masked positions through the output layer and step them in Python, unless the
+        # compiled CUDA kernel is there. On CPU this beats the CPU kernel on the full [B, L, V] output (tiny SEDD,
+        # B=2, L=64, 32 steps: 2.24 s vs 4.00 s), because the skipped output projection dominates the step.
+        device = model_device(model)
         self.rows_only = graph.absorb and hasattr(model, "hidden_states") and hasattr(model, "head") and \
-            not kernel_enabled(model_device(model))
+            not (device.type == "cuda" and kernel_enabled(device))
         self.mask_index = graph.mask_index if graph.absorb else None
         self.nfe = self.hits = 0
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (x, log_score, sigma_eval)
@@ -87,7 +90,6 @@ class ScoreCache:
         if sigma_eval is sigma or not self.scaled:
             return log_score, None
         return log_score, esigm1(sigma_eval) / esigm1(sigma)
-
 
     def _evaluate(self, x: torch.Tensor, sigma: torch.Tensor):
         if not self.rows_only:

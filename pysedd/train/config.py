@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pysedd.errors import UserError
+from pysedd.config import dataclass_from_dict
 
 MODELS = ("sedd", "gpt2")
 
@@ -97,11 +98,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserError(f"unknown training option(s): {', '.join(unknown)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "training options")
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":

@@ -61,7 +61,8 @@ class SampleOrder:
 
 
 def lr_factor(step: int, warmup: int) -> float:
-    """Linear warm-up then constant: lr·min(step/warmup, 1), step counting optimizer updates from 0 (reference)."""
+    """Linear warm-up then constant: lr·min(step/warmup, 1), step = the 1-based number of the update (the reference
+    increments its step before optimize_fn)."""
     return min(step / warmup, 1.0) if warmup > 0 else 1.0
 
 
@@ -196,7 +197,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                            weight_decay=cfg.weight_decay, fused=True)  # one kernel, CPU and GPU
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, cfg.warmup_steps))
+            self.optimizer, lambda step: lr_factor(step + 1, cfg.warmup_steps))  # LambdaLR's step counts from 0
         self.ema = EMA(self.model.parameters(), cfg.ema_decay)
         self.step = 0
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.dist.device.type == "cuda")
