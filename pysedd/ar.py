@@ -95,11 +95,16 @@ def ar_sample(model, batch_size: int, length: int, *, prompt_ids=None, top_k: in
     else:
         inputs = _prompt_tensor(prompt_ids, batch_size, cfg.vocab_size, device)
     max_positions = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
-    if max_positions is not None and inputs.shape[1] + length > max_positions:
+    # A full-context unconditional sample (length = the model's positions, e.g. 1024 tokens from GPT-2) has no room
+    # for the start token in front: it takes the first position, and length - 1 tokens are generated after it
+    # (as MDLM's AR baseline samples; judges score tokens 2..L anyway).
+    full_context = prompt_ids is None and length == max_positions
+    n_new = length - 1 if full_context else length
+    if max_positions is not None and inputs.shape[1] + n_new > max_positions:
         raise UserError(f"prompt ({inputs.shape[1]}) + length ({length}) exceeds the model's {max_positions} positions")
     gen = GenerationConfig(
         do_sample=not greedy, top_k=top_k, top_p=top_p,  # top_k=None would mean transformers' default 50 temperature=temperature,
-        max_new_tokens=length, use_cache=use_cache, pad_token_id=eos, bos_token_id=bos,
+        max_new_tokens=n_new, use_cache=use_cache, pad_token_id=eos, bos_token_id=bos,
         # exact length: no stop token at all. (None would fall back to the model's EOS, and min_new_tokens would
         # then suppress EOS, changing every token's law; with no stop token EOS is sampled like any other token.)
         eos_token_id=eos if stop_at_eos else [],
@@ -117,13 +122,13 @@ def ar_sample(model, batch_size: int, length: int, *, prompt_ids=None, top_k: in
     finally:
         hook.remove()
     new = out[:, inputs.shape[1]:]
-    if new.shape[1] < length:  # every row stopped early
-        new = F.pad(new, (0, length - new.shape[1]), value=eos)
-    samples = new if prompt_ids is None else torch.cat([inputs, new], 1)
+    if new.shape[1] < n_new:  # every row stopped early
+        new = F.pad(new, (0, n_new - new.shape[1]), value=eos)
+    samples = torch.cat([inputs, new], 1) if prompt_ids is not None or full_context else new
     lengths = None
     if stop_at_eos:
         given = torch.zeros_like(samples, dtype=torch.bool)
-        given[:, : samples.shape[1] - length] = True
+        given[:, : samples.shape[1] - n_new] = True  # prompt or start token
         lengths = eos_lengths(samples, eos, given)
     sampler = "greedy" if greedy else ("ancestral" if not top_k and top_p is None else
                                        f"top_k={top_k}" if top_k else f"top_p={top_p}")

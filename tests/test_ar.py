@@ -106,3 +106,16 @@ def test_ar_bad_input(gpt2):
         ar_sample(gpt2, 2, 4, prompt_ids=[[1, 2], [3]])
     with pytest.raises(UserError, match=r"\[0, 80\)"):
         ar_token_nll(gpt2, torch.tensor([[1, 80]]))
+
+
+def test_full_context_sample_counts_its_start_token(gpt2):
+    """64 tokens from a 64-position model: the start token takes position 0 and 63 tokens are generated after it
+    (greedy, so the continuation must equal step-by-step argmax from the start token); 65 tokens do not fit."""
+    out = ar_sample(gpt2, 2, 64, greedy=True)
+    assert out.samples.shape == (2, 64) and (out.samples[:, 0] == EOS).all()
+    assert torch.equal(out.samples[:, 1:], manual_greedy(gpt2, torch.full((2, 1), EOS), 63))
+    assert out.nfe == 63
+    stop = ar_sample(gpt2, 2, 64, greedy=True, stop_at_eos=True)
+    assert (stop.lengths >= 1).all()  # the start token is not a generated EOS
+    with pytest.raises(UserError, match="exceeds the model's 64 positions"):
+        ar_sample(gpt2, 2, 65)
