@@ -106,21 +106,25 @@ def test_uniform_model_trains_too():
 
 
 # ---------------------------------------------------------------- loss at init (I5)
-def test_initial_loss_matches_closed_form():
-    """With zero-init output each masked token costs sigma' log(N) / e_sigma exactly; the expectation over t is
-    log(N) (e^-sigma(eps_s) - e^-sigma(1)) / (1 - eps_s) = 10.81408 for N = 50257."""
+def zero_init_loss_case(t):
+    """A zero-initialised full-vocabulary model, a perturbed batch at times t, and the exact loss it must give:
+    with a zero output layer each masked token costs sigma' log(N) / e_sigma."""
     torch.manual_seed(0)
-    cfg = tiny_config(tokens=50257)
-    model = SEDD(cfg).eval()
+    model = SEDD(tiny_config(tokens=50257)).eval()
     graph, noise = Absorbing(50257), LogLinear()
     x0 = torch.randint(0, 50257, (3, 8))
-    t = torch.tensor([0.05, 0.5, 0.97])
     sigma, rate = noise(t)
     xt = graph.sample_transition(x0, sigma, generator=torch.Generator().manual_seed(0))
-    loss = score_entropy_loss(model, graph, noise, x0, t=t, perturbed=xt)
-    n_masked = (xt == 50257).sum(-1)
-    expected = rate * n_masked * math.log(50257) / torch.expm1(sigma)
-    torch.testing.assert_close(loss, expected.float(), rtol=1e-5, atol=1e-4)
+    expected = rate * (xt == 50257).sum(-1) * math.log(50257) / torch.expm1(sigma)
+    return model, graph, noise, x0, xt, expected.float()
+
+
+def test_initial_loss_matches_closed_form():
+    """The per-sequence loss is exact; its expectation over t is
+    log(N) (e^-sigma(eps_s) - e^-sigma(1)) / (1 - eps_s) = 10.81408 per token for N = 50257."""
+    t = torch.tensor([0.05, 0.5, 0.97])
+    model, graph, noise, x0, xt, expected = zero_init_loss_case(t)
+    torch.testing.assert_close(score_entropy_loss(model, graph, noise, x0, t=t, perturbed=xt), expected, rtol=1e-5, atol=1e-4)
     eps_s = 1e-3
     per_token = math.log(50257) * (math.exp(-noise.total_noise(torch.tensor(eps_s, dtype=torch.float64)).item()) - 1e-3) / (1 - eps_s)
     assert per_token == pytest.approx(10.81408, abs=5e-6)
@@ -129,19 +133,12 @@ def test_initial_loss_matches_closed_form():
 def test_loss_accepts_t_as_column_or_scalar():
     """t of shape [B, 1] (the samplers' layout) or a scalar gives the same per-sequence loss [B] as t of shape [B]
     (a [B, 1] t used to broadcast sigma' against [B, L] into a [B, B] 'loss')."""
-    torch.manual_seed(0)
-    cfg = tiny_config(tokens=50257)
-    model = SEDD(cfg).eval()
-    graph, noise = Absorbing(50257), LogLinear()
-    x0 = torch.randint(0, 50257, (3, 8))
     t = torch.tensor([0.3, 0.3, 0.3])
-    xt = graph.sample_transition(x0, noise.total_noise(t), generator=torch.Generator().manual_seed(0))
-    sigma, rate = noise(t)
-    expected = rate * (xt == 50257).sum(-1) * math.log(50257) / torch.expm1(sigma)
+    model, graph, noise, x0, xt, expected = zero_init_loss_case(t)
     for tt in (t, t[:, None], torch.tensor(0.3)):
         loss = score_entropy_loss(model, graph, noise, x0, t=tt, perturbed=xt)
         assert loss.shape == (3,)
-        torch.testing.assert_close(loss, expected.float(), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-4)
     with pytest.raises(UserError, match="t has 2 entries"):
         score_entropy_loss(model, graph, noise, x0, t=torch.tensor([0.3, 0.4]))
 
