@@ -87,6 +87,8 @@ def ar_sample(model, batch_size: int, length: int, *, prompt_ids=None, top_k: in
             raise UserError(f"{name} must be a positive integer, got {value!r}")
     if top_k < 0 or (top_p is not None and not 0.0 < top_p <= 1.0):
         raise UserError(f"need top_k >= 0 and top_p in (0, 1], got top_k={top_k}, top_p={top_p}")
+    if not temperature > 0:
+        raise UserError(f"temperature must be > 0, got {temperature}")
     device, cfg = _device(model), model.config
     eos = eos_id if eos_id is not None else (cfg.eos_token_id if cfg.eos_token_id is not None else EOS_ID)
     bos = cfg.bos_token_id if cfg.bos_token_id is not None else eos
@@ -103,7 +105,7 @@ def ar_sample(model, batch_size: int, length: int, *, prompt_ids=None, top_k: in
     if max_positions is not None and inputs.shape[1] + n_new > max_positions:
         raise UserError(f"prompt ({inputs.shape[1]}) + length ({length}) exceeds the model's {max_positions} positions")
     gen = GenerationConfig(
-        do_sample=not greedy, top_k=top_k, top_p=top_p,  # top_k=None would mean transformers' default 50 temperature=temperature,
+        do_sample=not greedy, top_k=top_k, top_p=top_p, temperature=temperature,  # top_k=None would mean top-50
         max_new_tokens=n_new, use_cache=use_cache, pad_token_id=eos, bos_token_id=bos,
         # exact length: no stop token at all. (None would fall back to the model's EOS, and min_new_tokens would
         # then suppress EOS, changing every token's law; with no stop token EOS is sampled like any other token.)

@@ -119,3 +119,15 @@ def test_full_context_sample_counts_its_start_token(gpt2):
     assert (stop.lengths >= 1).all()  # the start token is not a generated EOS
     with pytest.raises(UserError, match="exceeds the model's 64 positions"):
         ar_sample(gpt2, 2, 65)
+
+
+def test_temperature_reaches_generate(gpt2):
+    """A low temperature concentrates the first token on the maximal logits (the fixture ties EOS with the top one);
+    temperature 1 spreads it."""
+    logits = gpt2(torch.tensor([[EOS]])).logits[0, -1]
+    top = set((logits >= logits.max() - 1e-4).nonzero().flatten().tolist())
+    cold = ar_sample(gpt2, 300, 1, temperature=0.05, seed=0).samples[:, 0]
+    warm = ar_sample(gpt2, 300, 1, temperature=1.0, seed=0).samples[:, 0]
+    assert set(cold.tolist()) <= top and len(set(warm.tolist())) > len(top) + 5
+    with pytest.raises(UserError, match="temperature"):
+        ar_sample(gpt2, 2, 3, temperature=0.0)
