@@ -54,8 +54,8 @@ def config_kind(config: Any, where: str) -> str:
         return "gpt2"
     if isinstance(config, dict) and all(isinstance(config.get(k), dict) for k in ("model", "graph", "noise")):
         return "sedd"
-    raise UserError(f"{where} is neither a SEDD config (model/graph/noise sections) nor a transformers config "
-                    "(model_type)")
+    raise UserError(f"{where} is neither a SEDD nor a transformers config (it has no model/graph/noise sections and "
+                    "no model_type)")
 
 
 def _has_weights(path: Path) -> bool:
