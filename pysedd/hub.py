@@ -212,6 +212,8 @@ def check_safetensors_header(path: Path, dtypes) -> None:
                 dtype = f.get_slice(name).get_dtype()
                 if dtype not in dtypes:
                     raise UserError(f"{path}: tensor {name!r} has dtype {dtype}; expected {', '.join(dtypes)}")
+    except UserError:
+        raise
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise UserError(f"{path} is not a valid safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 

@@ -12,6 +12,7 @@ that identifies the weights in result files. A spec is one of (see pysedd.hub.lo
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,17 @@ def _load_ar(location: Location, revision: str | None) -> LoadedModel:
         if location.local:
             for file in sorted(location.path.glob("*.safetensors")):
                 check_safetensors_header(file, AR_FILE_DTYPES)
-        model = load_ar_model(str(location.path) if location.local else location.spec)
+        from transformers.utils import logging as hf_logging
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per model would bury pysedd's own messages
+        try:
+            model = load_ar_model(str(location.path) if location.local else location.spec)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:  # e.g. a corrupt pytorch_model.bin
+            raise UserError(f"cannot load a causal LM from {location.spec}: {str(e).splitlines()[0]}") from None
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
     _check_finite(model, location.spec)
     fingerprint = _fingerprint(location, revision)
     if location.form == "hub" and fingerprint["commit"] is None:

@@ -276,6 +276,28 @@ def test_infinite_sigma_and_the_huge_override(model_dir, capsys, monkeypatch):
     assert SEDDConfig.from_dict(big).model.n_blocks == 2000  # validated, not built
 
 
+def test_transformers_directories_are_checked_too(tmp_path, capsys):
+    pythia = tiny_pythia(tmp_path / "pythia")
+    out = ["--out", str(tmp_path / "s.npz")]
+    state = load_file(str(pythia / "model.safetensors"))
+    name = next(iter(state))
+    save_file({**state, name: state[name].long()}, str(pythia / "model.safetensors"))
+    assert f"tensor {name!r} has dtype I64" in cli_error(capsys, ["sample", "--model", str(pythia)] + out)
+    save_file({**state, name: torch.full_like(state[name], math.inf)}, str(pythia / "model.safetensors"))
+    assert "NaN or infinite" in cli_error(capsys, ["sample", "--model", str(pythia)] + out)
+    config = json.loads((pythia / "config.json").read_text())
+    (pythia / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**6}))
+    assert "layers = 1,000,000 > 1,024" in cli_error(capsys, ["sample", "--model", str(pythia)] + out)
+    (pythia / "config.json").write_text(json.dumps({**config, "hidden_size": "16"}))
+    assert "hidden_size must be a positive integer" in cli_error(capsys, ["sample", "--model", str(pythia)] + out)
+
+
+def test_corrupt_pickles_are_one_line(model_dir, capsys):
+    (model_dir / "model.safetensors").unlink()
+    (model_dir / "pytorch_model.bin").write_bytes(b"\x80\x02garbage")
+    assert "weights_only=True" in cli_error(capsys, ["sample", "--model", str(model_dir), "--out", "x.npz"])
+
+
 def _header(meta: dict) -> bytes:
     raw = json.dumps(meta).encode()
     return struct.pack("<Q", len(raw)) + raw
