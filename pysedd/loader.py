@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from .errors import UserError
-from .hub import KINDS, Location, check_safetensors_header, hub_commit, load_run_ema, load_sedd, locate, run_config
+from .hub import (KINDS, Location, check_safetensors_header, hub_commit, load_run_ema, load_sedd, locate,
+                  reference_checkpoint, run_config)
 from .io import sha256_file
 
 WEIGHT_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model", ".yaml")
@@ -92,8 +93,6 @@ def _fingerprint(location: Location, revision: str | None) -> dict:
         return {"path": str(location.path.resolve()), "step": location.config.get("step"),
                 "sha256": {"ema.safetensors": location.config.get("ema_sha256")}}
     if location.form == "reference-run":
-        from .hub import reference_checkpoint
-
         return {**fingerprint_path(reference_checkpoint(location.path)), "run": str(location.path.resolve())}
     return fingerprint_path(location.path)
 

@@ -22,8 +22,9 @@ def add_parser(subparsers) -> None:
         description="Sample from SEDD (analytic/Euler steps or the exact first-hitting sampler) or from a causal LM "
         "(transformers generate with KV cache). Writes samples.npz: `samples` [N, L] int64 and `meta` (JSON).",
     )
-    p.add_argument("--model", required=True, help="SEDD or GPT-2 directory, hub id (louaaron/sedd-small, gpt2), or a "
-                   "size preset (tiny, small, ...: random weights, for smoke tests and latency)")
+    p.add_argument("--model", required=True, help="hub id (louaaron/sedd-small, gpt2), model directory, pysedd run "
+                   "directory (export/, else the newest verified checkpoint's EMA), reference SEDD run directory, or a "
+                   "size preset (tiny, small, ...: random weights, for smoke tests and latency; needs --kind)")
     p.add_argument("--kind", choices=KINDS, default=None, help="model family (detected from the config when omitted)")
     p.add_argument("--num-samples", type=int, default=8, help="samples to draw (default 8)")
     p.add_argument("--length", type=int, default=1024, help="tokens per unconditional sample (default 1024)")
