@@ -16,7 +16,7 @@ import statistics
 
 import torch
 
-from pysedd.commands.sample import load_sedd
+from pysedd.loader import load
 from pysedd.config import PRESETS
 from pysedd.graph import esigm1
 from pysedd.sampling import pc_sample
@@ -45,7 +45,8 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    model, graph, noise = load_sedd(args.model, "cpu", args.length)
+    lm = load(args.model, "sedd", "cpu", length=args.length)
+    model, graph, noise = lm.model, lm.graph, lm.noise
     if args.perturb and args.model in PRESETS:  # random weights: make the network depend on sigma at all
         for name, param in model.named_parameters():
             if "adaLN" in name or "output_layer.linear" in name:

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from pysedd.commands.sample import load_sedd
+from pysedd.loader import load
 from pysedd.sampling import pc_sample
 from pysedd.sampling.weights import analytic_probs, denoise_probs, sample_categorical
 
@@ -49,7 +49,8 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model, graph, noise = load_sedd(args.preset, "cpu", args.length)
+    lm = load(args.preset, "sedd", "cpu", length=args.length)
+    model, graph, noise = lm.model, lm.graph, lm.noise
     B, L, T = args.batch_size, args.length, args.steps
     gen = torch.Generator().manual_seed(0)
     ref = timed(lambda: reference_loop(model, graph, noise, B, L, T, generator=gen), args.repeats)

@@ -125,11 +125,13 @@ def _estimate(model, graph, noise, seqs: torch.Tensor, scored: torch.Tensor, key
     return y.mean(1), _stderr(y, stratified)
 
 
-def sequence_nelbo(model, graph: Graph, noise: Noise, x0: torch.Tensor, *, n_samples: int = 128,
+def sequence_nelbo(model, graph: Graph | None, noise: Noise | None, x0: torch.Tensor, *, n_samples: int = 128,
                    stratified: bool = True, seed: int = 0, sampling_eps: float = 1e-3,
                    batch_size: int | None = None) -> NelboResult:
     """Per-sequence NELBO [B] in nats of every token of x0 [B, L], with its standard error over the K = n_samples
     t draws. Sequence b's randomness comes from (seed, b). batch_size: rows per network call (default K)."""
+    if graph is None or noise is None:  # None: the model's own (model.config)
+        graph, noise = model.graph_and_noise(graph, noise)
     _check_settings(n_samples, sampling_eps, batch_size)
     if not isinstance(x0, torch.Tensor) or x0.dim() != 2 or x0.dtype not in (torch.int64, torch.int32):
         raise UserError(f"x0 must be a [batch, length] integer tensor, got {getattr(x0, 'shape', type(x0))}")

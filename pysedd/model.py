@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from .config import SEDDConfig
 from .errors import UserError
-from .graph import esigm1
+from .graph import esigm1, get_graph
+from .noise import get_noise
 
 SIGMA_FEATURES = 256  # sinusoidal features of sigma, before the MLP
 
@@ -157,10 +158,12 @@ class SEDD(nn.Module):
     On CUDA the blocks run under bf16 autocast (the released models' precision); on CPU everything is float32.
     """
 
-    def __init__(self, config: SEDDConfig):
+    def __init__(self, config: SEDDConfig | dict):
         super().__init__()
-        if not isinstance(config, SEDDConfig):
-            raise UserError(f"SEDD expects a SEDDConfig, got {type(config).__name__}")
+        if not isinstance(config, SEDDConfig):  # the official config as a dict / DictConfig, as the reference passes it
+            if not hasattr(config, "keys"):
+                raise UserError(f"SEDD expects a SEDDConfig or the official config dict, got {type(config).__name__}")
+            config = SEDDConfig.from_dict(config)
         config.validate()
         self.config = config
         m = config.model
@@ -219,6 +222,11 @@ class SEDD(nn.Module):
     def forward(self, indices: torch.Tensor, sigma) -> torch.Tensor:
         return self.head(self.hidden_states(indices, sigma), indices, sigma)
 
+    def graph_and_noise(self, graph=None, noise=None):
+        """(graph, noise) of this model's config, for whichever of the two the caller did not give."""
+        return (graph if graph is not None else get_graph(self.config.graph.type, self.config.tokens),
+                noise if noise is not None else get_noise(self.config.noise))
+
     def num_parameters(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
@@ -228,8 +236,9 @@ class SEDD(nn.Module):
     # -- checkpoints ---------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, *, device="cpu", revision: str | None = None) -> "SEDD":
-        """Load a directory or hub repo laid out like louaaron/sedd-small (config.json + model.safetensors or
-        pytorch_model.bin), or a pysedd/reference training checkpoint directory. Keys are checked strictly."""
+        """Load a hub repo id or a directory laid out like louaaron/sedd-small (config.json + model.safetensors or
+        pytorch_model.bin), a pysedd run directory (export/, else the newest verified checkpoint's EMA) or a
+        reference run directory (see pysedd.hub). Keys, dtypes and values are checked strictly."""
         from .hub import load_pretrained
 
         return load_pretrained(cls, path_or_hub_id, device=device, revision=revision)

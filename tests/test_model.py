@@ -247,7 +247,7 @@ def test_hub_id_offline_gives_clear_error(monkeypatch, tmp_path):
 
 
 def test_missing_directory_and_file_arguments(tmp_path):
-    with pytest.raises(UserError, match="no such checkpoint directory"):
+    with pytest.raises(UserError, match="no such model directory"):
         SEDD.from_pretrained(tmp_path / "nope" / "deeper")
     (tmp_path / "f.bin").write_bytes(b"x")
     with pytest.raises(UserError, match="is a file"):
@@ -255,13 +255,8 @@ def test_missing_directory_and_file_arguments(tmp_path):
 
 
 # ---------------------------------------------------------------- config and bad input
-def test_config_rejects_unknown_fields_and_bad_values():
-    """The typed sections hold exactly the fields of the reference's hydra configs (configs/model/*.yaml, graph, noise);
-    anything else is a typo or a different model family, and is named."""
-    d = tiny_config().to_dict()
-    d["model"]["hidden"] = 3
-    with pytest.raises(UserError, match="unknown field.*'model': hidden"):
-        SEDDConfig.from_dict(d)
+def test_config_rejects_bad_values():
+    """Unknown fields are tolerated (tests/test_loader.py); bad values of known ones are named."""
     d = tiny_config().to_dict()
     d["graph"]["type"] = "bogus"
     with pytest.raises(UserError, match="graph.type"):

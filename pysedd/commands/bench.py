@@ -86,14 +86,17 @@ def run_latency(args: argparse.Namespace) -> int:
     from ..ar import ar_sample
     from ..io import atomic_write_text
     from ..sampling import fhs_sample, pc_sample
-    from .sample import device_name, load_gpt2, load_sedd, pick_device
+    from ..loader import load, pick_device
+    from .sample import device_name
 
     cfg = resolve(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     B, L = cfg["batch_size"], cfg["length"]
-    model, graph, noise = load_sedd(cfg["sedd"], device, L)
+    sedd = load(cfg["sedd"], "sedd", device, length=L)
+    sedd.check_length(L, "length")
+    model, graph, noise = sedd.model, sedd.graph, sedd.noise
     gen = torch.Generator(device).manual_seed(args.seed)
     rows = []
 
@@ -110,18 +113,20 @@ def run_latency(args: argparse.Namespace) -> int:
         stats = measure(lambda: fhs_sample(model, graph, noise, B, L, generator=gen), args.warmup, cfg["repeats"],
                         B * L, "SEDD FHS")
         report(dict(model="sedd", sampler="fhs", steps=None, **stats))
-    sedd_info = dict(model=str(cfg["sedd"]), parameters=model.num_parameters(),
+    sedd_info = dict(model=str(cfg["sedd"]), fingerprint=sedd.fingerprint, parameters=model.num_parameters(),
                      non_embedding=model.num_parameters(non_embedding=True))
-    del model
+    del model, sedd
 
     gpt2_info = None
     if str(cfg["gpt2"]).lower() != "none":
         dtype = torch.bfloat16 if device.type == "cuda" else None  # the protocol's bf16 on GPU; fp32 on CPU
-        ar = load_gpt2(cfg["gpt2"], device, n_positions=max(1024, L + 1), dtype=dtype)
+        lm = load(cfg["gpt2"], "gpt2", device, dtype, length=max(1024, L + 1))
+        lm.check_length(L, "length")
+        ar = lm.model
         stats = measure(lambda: ar_sample(ar, B, L, top_k=0, seed=None), args.warmup, cfg["repeats"], B * L,
                         "GPT-2 KV cache")
         report(dict(model="gpt2", sampler="ancestral+kv", steps=None, **stats))
-        gpt2_info = dict(model=str(cfg["gpt2"]), parameters=sum(p.numel() for p in ar.parameters()),
+        gpt2_info = dict(model=str(cfg["gpt2"]), fingerprint=lm.fingerprint, parameters=sum(p.numel() for p in ar.parameters()),
                          dtype=str(next(ar.parameters()).dtype))
         for row in rows[:-1]:
             row["speedup_vs_gpt2"] = rows[-1]["mean_latency"] / row["mean_latency"]

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-
-KINDS = ("sedd", "gpt2")
+from ..loader import KINDS, detect_kind, load, pick_device
 
 
 def add_parser(subparsers) -> None:
@@ -23,8 +22,9 @@ def add_parser(subparsers) -> None:
         description="Sample from SEDD (analytic/Euler steps or the exact first-hitting sampler) or from a causal LM "
         "(transformers generate with KV cache). Writes samples.npz: `samples` [N, L] int64 and `meta` (JSON).",
     )
-    p.add_argument("--model", required=True, help="SEDD or GPT-2 directory, hub id (louaaron/sedd-small, gpt2), or a "
-                   "size preset (tiny, small, ...: random weights, for smoke tests and latency)")
+    p.add_argument("--model", required=True, help="hub id (louaaron/sedd-small, gpt2), model directory, pysedd run "
+                   "directory (export/, else the newest verified checkpoint's EMA), reference SEDD run directory, or a "
+                   "size preset (tiny, small, ...: random weights, for smoke tests and latency; needs --kind)")
     p.add_argument("--kind", choices=KINDS, default=None, help="model family (detected from the config when omitted)")
     p.add_argument("--num-samples", type=int, default=8, help="samples to draw (default 8)")
     p.add_argument("--length", type=int, default=1024, help="tokens per unconditional sample (default 1024)")
@@ -57,69 +57,7 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-# -- loading ---------------------------------------------------------------------------------------------------
-def detect_kind(spec: str) -> str:
-    from ..ar import GPT2_PRESETS
-    from ..config import PRESETS
-
-    path = Path(spec)
-    if path.is_dir():
-        cfg_path = path / "config.json"
-        if cfg_path.is_file():
-            cfg = json.loads(cfg_path.read_text())
-            if "graph" in cfg and "model" in cfg:
-                return "sedd"
-            if "model_type" in cfg:
-                return "gpt2"
-        if (path / ".hydra").is_dir():
-            return "sedd"
-        raise UserError(f"cannot tell what kind of model {spec} holds; pass --kind sedd or --kind gpt2")
-    if spec in PRESETS or spec in GPT2_PRESETS:
-        raise UserError(f"{spec!r} is a size preset: pass --kind sedd or --kind gpt2")
-    if "sedd" in spec.lower():
-        return "sedd"
-    if "gpt" in spec.lower():
-        return "gpt2"
-    raise UserError(f"{spec!r} is neither a directory nor a known hub id; pass --kind sedd or --kind gpt2")
-
-
-def load_sedd(spec: str, device, length: int | None = None):
-    """(model, graph, noise) from a path/hub id, or a random-init model for a preset name."""
-    from ..config import PRESETS, SEDDConfig
-    from ..graph import get_graph
-    from ..model import SEDD
-    from ..noise import get_noise
-
-    if spec in PRESETS and not Path(spec).exists():
-        model = SEDD(SEDDConfig.preset(spec, **({"length": length} if length else {})))
-    else:
-        model = SEDD.from_pretrained(spec)
-    model = model.to(device).eval()
-    cfg = model.config
-    return model, get_graph(cfg.graph.type, cfg.tokens), get_noise(cfg.noise)
-
-
-def load_gpt2(spec: str, device, n_positions: int = 1024, dtype: torch.dtype | None = None):
-    from ..ar import GPT2_PRESETS, gpt2_config, load_ar_model
-
-    if spec in GPT2_PRESETS and not Path(spec).exists():
-        from transformers import GPT2LMHeadModel
-
-        model = GPT2LMHeadModel(gpt2_config(spec, n_positions=n_positions))
-    else:
-        model = load_ar_model(spec)
-    return model.to(device=device, dtype=dtype).eval()
-
-
-def pick_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
+# -- devices ---------------------------------------------------------------------------------------------------
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -154,27 +92,63 @@ def _tokenize(texts: list[str]) -> list[list[int]]:
     return ids
 
 
+def _id_rows(rows, path: str) -> list:
+    """Token-id rows as given: integers only (a float or bool array is not token ids)."""
+    for i, row in enumerate(rows):
+        if not isinstance(row, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) for t in row):
+            raise UserError(f"{path}: prompt #{i} must be a list of integer token ids")
+    return rows
+
+
+def _read_text(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{file} is not UTF-8 text (byte {e.start})") from None
+
+
+def _read_array(file: Path, path: str) -> np.ndarray:
+    try:
+        if file.suffix == ".npy":
+            arr = np.load(file, allow_pickle=False)
+        else:
+            with np.load(file, allow_pickle=False) as z:
+                key = next((k for k in ("prompts", "samples", "ids") if k in z), None) or (z.files or [None])[0]
+                if key is None:
+                    raise UserError(f"{path} holds no arrays")
+                arr = z[key]
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"cannot read {path} as a numpy array without pickles: {str(e).splitlines()[0]}") from None
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise UserError(f"{path}: prompts must be integer token ids, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise UserError(f"{path}: prompts must be a 2-D array [prompts, tokens], got shape {arr.shape}")
+    return arr
+
+
 def read_prompts(path: str, prompt_len: int) -> np.ndarray:
     """[P, prompt_len] int64: the first prompt_len tokens of every prompt in the file."""
     file = Path(path)
     if not file.is_file():
         raise UserError(f"prompts file not found: {path}")
-    if file.suffix == ".npy":
-        rows = list(np.load(file, allow_pickle=False))
-    elif file.suffix == ".npz":
-        with np.load(file, allow_pickle=False) as z:
-            key = next((k for k in ("prompts", "samples", "ids") if k in z), None) or z.files[0]
-            rows = list(z[key])
+    if file.suffix in (".npy", ".npz"):
+        rows = list(_read_array(file, path))
     elif file.suffix == ".jsonl":
-        records = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-        if records and all("ids" in r for r in records):
-            rows = [r["ids"] for r in records]
-        elif records and all("text" in r for r in records):
+        records = []
+        for n, line in enumerate(_read_text(file).splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if records and all(isinstance(r, dict) and "ids" in r for r in records):
+            rows = _id_rows([r["ids"] for r in records], path)
+        elif records and all(isinstance(r, dict) and isinstance(r.get("text"), str) for r in records):
             rows = _tokenize([r["text"] for r in records])
         else:
             raise UserError(f"{path}: every JSON line needs an 'ids' or a 'text' field")
     elif file.suffix == ".txt":
-        rows = _tokenize([line for line in file.read_text().splitlines() if line.strip()])
+        rows = _tokenize([line for line in _read_text(file).splitlines() if line.strip()])
     else:
         raise UserError(f"{path}: prompts must be .npy, .npz, .jsonl or .txt")
     short = [i for i, r in enumerate(rows) if len(r) < prompt_len]
@@ -182,7 +156,10 @@ def read_prompts(path: str, prompt_len: int) -> np.ndarray:
         raise UserError(f"{len(short)} prompt(s) in {path} are shorter than --prompt-len {prompt_len} (first: #{short[0]})")
     if not rows:
         raise UserError(f"{path} holds no prompts")
-    return np.array([list(r[:prompt_len]) for r in rows], dtype=np.int64)
+    ids = np.array([list(r[:prompt_len]) for r in rows], dtype=np.int64)
+    if ids.min() < 0:
+        raise UserError(f"{path}: token ids must be >= 0, got {ids.min()}")
+    return ids
 
 
 # -- the command -----------------------------------------------------------------------------------------------
@@ -203,18 +180,22 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     device = pick_device(args.device)
-    kind = args.kind or detect_kind(args.model)
     prompts = read_prompts(args.prompts, args.prompt_len) if args.prompts else None
     out_len = args.prompt_len + args.gen_len if prompts is not None else args.length
     canvas = (args.canvas or out_len) if prompts is not None else args.length
-
+    kind = args.kind or detect_kind(args.model)
+    # a random-init preset is built as long as asked; a trained model has its own context, checked below
+    lm = load(args.model, kind, device, length=canvas if kind == "sedd" else max(1024, out_len + 1))
+    model, graph, noise = lm.model, lm.graph, lm.noise
     if kind == "sedd":
-        model, graph, noise = load_sedd(args.model, device, canvas)
+        lm.check_length(canvas, "--canvas" if args.canvas else "--length" if prompts is None else "--prompt-len + --gen-len")
         generator = torch.Generator(device).manual_seed(args.seed)
         if prompts is not None and int(prompts.max()) >= graph.n_tokens:
             raise UserError(f"prompt ids must lie in [0, {graph.n_tokens})")
+    elif prompts is not None:
+        lm.check_length(out_len, "--prompt-len + --gen-len")
     else:
-        model = load_gpt2(args.model, device, n_positions=max(1024, out_len + 1))
+        lm.check_length(args.length, "--length")
 
     chunks, lengths, nfe, wall, hits = [], [], 0, 0.0, 0
     starts = range(0, args.num_samples, args.batch_size)
@@ -241,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     samples = np.concatenate(chunks)
     meta = dict(
-        model=str(args.model), kind=kind, seed=args.seed, num_samples=args.num_samples, length=int(samples.shape[1]),
+        model=str(args.model), kind=kind, fingerprint=lm.fingerprint, seed=args.seed, num_samples=args.num_samples, length=int(samples.shape[1]),
         batch_size=args.batch_size, nfe=nfe, nfe_per_batch=nfe / len(starts), wall_time=wall,
         tokens_per_s=(args.num_samples * (args.gen_len if prompts is not None else args.length)) / wall if wall else None,
         device=device_name(device), torch=torch.__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

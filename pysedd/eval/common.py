@@ -1,4 +1,4 @@
-"""What every evaluation shares: loading SEDD or GPT-2 by path or hub id, fingerprints, AR token scoring, the shard
+"""What every evaluation shares: the model loader (re-exported from pysedd.loader), seeds, AR token scoring, the shard
 cache that makes long runs resumable, and writing results (JSON + markdown) atomically."""
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -16,21 +15,10 @@ import torch
 
 from ..errors import UserError
 from ..io import atomic_write_text, sha256_file
+# The one model loader (pysedd.loader), re-exported for the evaluations that import it from here.
+from ..loader import LoadedModel, default_device, load as load_model  # noqa: F401
 
-KINDS = ("sedd", "gpt2")
-WEIGHT_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model", ".yaml")
-
-
-# -- fingerprints -------------------------------------------------------------------------------------------------
-
-def fingerprint_path(path: str | os.PathLike) -> dict:
-    """sha256 of a file, or of every model/config file directly inside a directory."""
-    path = Path(path)
-    if path.is_file():
-        return {"path": str(path.resolve()), "sha256": sha256_file(path)}
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix in WEIGHT_SUFFIXES)
-    return {"path": str(path.resolve()), "sha256": {p.name: sha256_file(p) for p in files}}
-
+# -- seeds -------------------------------------------------------------------------------------------------
 
 def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -58,103 +46,6 @@ def environment() -> dict:
 
         versions["pysedd"] = __version__
     return {"versions": versions, "python": platform.python_version(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
-# -- models -------------------------------------------------------------------------------------------------------
-
-@dataclass
-class LoadedModel:
-    """A SEDD (with its graph and noise) or an autoregressive GPT-2-style model, plus what identifies it."""
-
-    kind: str  # "sedd" | "gpt2"
-    model: torch.nn.Module
-    source: str
-    fingerprint: dict
-    max_length: int
-    graph: Any = None
-    noise: Any = None
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-
-def _local_model_dir(path: Path) -> Path:
-    """A model directory, or the export/ folder of a pysedd training run directory."""
-    if (path / "config.json").is_file() or (path / ".hydra" / "config.yaml").is_file():
-        return path
-    if (path / "export" / "config.json").is_file():
-        return path / "export"
-    raise UserError(f"{path} holds no model: expected config.json (or a pysedd run directory with export/config.json)")
-
-
-def detect_kind(source: str) -> str:
-    """'sedd' or 'gpt2' from a directory's config.json (SEDD configs have model/graph/noise sections), or from a hub id."""
-    path = Path(source)
-    if path.is_dir():
-        directory = _local_model_dir(path)
-        if (directory / ".hydra").is_dir():
-            return "sedd"
-        config = json.loads((directory / "config.json").read_text())
-        if "model_type" in config:
-            return "gpt2"
-        if {"model", "graph", "noise"} <= set(config):
-            return "sedd"
-        raise UserError(f"{directory}/config.json is neither a SEDD nor a transformers config; pass --kind")
-    if path.exists():
-        raise UserError(f"{path} is a file; pass the model directory")
-    if str(source).startswith((".", "/", "~")):
-        raise UserError(f"no such model directory: {source}")
-    return "sedd" if "sedd" in str(source).lower() else "gpt2"
-
-
-def _hub_fingerprint(hub_id: str, revision: str | None, resolved: str | None) -> dict:
-    return {"hub_id": hub_id, "revision": revision or "main", "commit": resolved}
-
-
-def load_model(source: str, kind: str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a SEDD (directory, run directory or hub id like louaaron/sedd-small) or a GPT-2 (gpt2, gpt2-large, or a
-    transformers/pysedd-trained directory) in eval mode."""
-    kind = kind or detect_kind(source)
-    if kind not in KINDS:
-        raise UserError(f"model kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    path = Path(source)
-    local = path.is_dir()
-    if kind == "sedd":
-        from ..graph import get_graph
-        from ..model import SEDD
-        from ..noise import get_noise
-
-        directory = _local_model_dir(path) if local else source
-        model = SEDD.from_pretrained(directory, device=device).eval()
-        cfg = model.config
-        fp = fingerprint_path(directory) if local else _hub_fingerprint(source, None, _hub_commit(source))
-        return LoadedModel("sedd", model, str(source), fp, cfg.model.length,
-                           graph=get_graph(cfg.graph.type, cfg.tokens), noise=get_noise(cfg.noise),
-                           extra={"config": cfg.to_dict()})
-    from ..ar import load_ar_model
-
-    directory = _local_model_dir(path) if local else source
-    model = load_ar_model(str(directory), device=device)
-    fp = fingerprint_path(directory) if local else _hub_fingerprint(source, None, getattr(model.config, "_commit_hash", None))
-    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
-    return LoadedModel("gpt2", model, str(source), fp, int(context),
-                       extra={"n_parameters": sum(p.numel() for p in model.parameters())})
-
-
-def _hub_commit(repo_id: str) -> str | None:
-    """The commit of a cached hub snapshot (the folder name under snapshots/), when it is known."""
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return Path(hf_hub_download(repo_id, "config.json")).parent.name
-    except Exception:
-        return None
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # -- autoregressive scoring ---------------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ def log_scores_at(model: torch.nn.Module, x: torch.Tensor, sigma: torch.Tensor, 
 @torch.no_grad()
 def fhs_sample(
     model: torch.nn.Module,
-    graph: Graph,
-    noise: Noise,
+    graph: Graph | None,
+    noise: Noise | None,
     batch_size: int,
     length: int,
     *,
@@ -51,6 +51,8 @@ def fhs_sample(
     seed: int | None = None,
     device=None,
 ) -> SampleOutput:
+    if graph is None or noise is None:  # None: the model's own (model.config)
+        graph, noise = model.graph_and_noise(graph, noise)
     if not graph.absorb:
         raise UserError("the first-hitting sampler needs the absorbing graph; use pc_sample for the uniform graph")
     for name, value in (("batch_size", batch_size), ("length", length), ("tokens_per_call", tokens_per_call)):

@@ -109,8 +109,8 @@ def rescale_coef(coef: torch.Tensor, k: torch.Tensor | None, predictor: str) -> 
 @torch.no_grad()
 def pc_sample(
     model: torch.nn.Module,
-    graph: Graph,
-    noise: Noise,
+    graph: Graph | None,
+    noise: Noise | None,
     batch_size: int,
     length: int,
     steps: int,
@@ -127,6 +127,8 @@ def pc_sample(
     seed: int | None = None,
 ) -> SampleOutput:
     """Draw [batch_size, length] ids; `conditioning` fixes any positions; `trim_eos` sets lengths at the first EOS."""
+    if graph is None or noise is None:  # None: the model's own (model.config)
+        graph, noise = model.graph_and_noise(graph, noise)
     if predictor not in PREDICTORS:
         raise UserError(f"unknown predictor {predictor!r}; choose one of {', '.join(PREDICTORS)}")
     for name, value in (("steps", steps), ("batch_size", batch_size), ("length", length)):

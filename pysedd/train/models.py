@@ -5,7 +5,6 @@ network's pieces, not its ``forward``), and lets the trainer treat both models t
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -57,11 +56,7 @@ def sedd_config(size: str, seq_len: int, graph: str = "absorb", noise: str | Non
     ``noise`` names another schedule."""
     from pysedd.config import SEDDConfig
 
-    cfg = SEDDConfig.preset(size, graph=graph, length=seq_len, **model_overrides)
-    if noise is not None:
-        cfg.noise = dataclasses.replace(cfg.noise, type=noise)
-        cfg.validate()
-    return cfg
+    return SEDDConfig.preset(size, graph=graph, noise=noise, length=seq_len, **model_overrides)
 
 
 # SEDD presets whose GPT-2 counterpart in pysedd.ar.GPT2_PRESETS has another name (same width, depth and heads)

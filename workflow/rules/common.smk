@@ -19,7 +19,7 @@ PYSEDD = config["pysedd"]  # the command that runs pysedd, e.g. "pysedd" or "pyt
 
 # The pysedd sources each stage family runs (globs; modules that do not exist yet are skipped). CORE is the model
 # maths every stage that runs a network depends on.
-CORE = ["config.py", "model.py", "graph.py", "noise.py", "hub.py", "ops/**/*.py", "csrc/**/*"]
+CORE = ["config.py", "model.py", "graph.py", "noise.py", "hub.py", "loader.py", "ops/**/*.py", "csrc/**/*"]
 FAMILY_SOURCES = {
     "data": ["tokenizer.py", "data/**/*.py", "commands/prepare.py"],
     "train": CORE + ["losses.py", "ar.py", "train/**/*.py", "commands/train.py"],
