@@ -33,7 +33,6 @@ include: "workflow/rules/report.smk"
 
 localrules:
     all,
-    export,
     heldout_tasks,
     prompts,
     diversity,

@@ -9,7 +9,7 @@ rule prepare_train:
         corpus=canon(config["data"]),
         seq_len=config["seq_len"],
         tokenizer=config["tokenizer"],
-        code=CODE["data"],
+        code=CODE["prepare"],
         args=lambda wc: prepare_args(config["data"]),
     log:
         f"{RESULTS}/logs/data/train.log",
@@ -18,7 +18,7 @@ rule prepare_train:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=240,
+        runtime=runtime_of("prepare_train"),
     shell:
         "{PYSEDD} prepare {params.args} --tokenizer {params.tokenizer} --seq-len {params.seq_len} "
         "--out $(dirname {output.manifest}) --force > {log} 2>&1"
@@ -31,7 +31,7 @@ rule prepare_eval:
         corpus=lambda wc: canon(config["zero_shot"]["datasets"][wc.dataset]),
         seq_len=config["seq_len"],
         tokenizer=config["tokenizer"],
-        code=CODE["data"],
+        code=CODE["prepare"],
         args=lambda wc: prepare_args(config["zero_shot"]["datasets"][wc.dataset]),
     log:
         f"{RESULTS}/logs/data/eval-{{dataset}}.log",
@@ -40,7 +40,7 @@ rule prepare_eval:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=runtime_of("prepare_eval"),
     shell:
         "{PYSEDD} prepare {params.args} --split-name test --tokenizer {params.tokenizer} "
         "--seq-len {params.seq_len} --out $(dirname {output.manifest}) --force > {log} 2>&1"
@@ -57,7 +57,7 @@ rule heldout_tasks:
         docs=config["lm_eval"]["heldout_docs"],
         tokenizer=config["tokenizer"],
         seed=config["lm_eval"]["options"]["seed"],
-        code=CODE["data"],
+        code=CODE["heldout_tasks"],
     log:
         f"{RESULTS}/logs/data/lm-eval-tasks.log",
     benchmark:
@@ -65,7 +65,7 @@ rule heldout_tasks:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=runtime_of("heldout_tasks"),
     script:
         "../scripts/heldout_tasks.py"
 
@@ -80,7 +80,7 @@ rule prompts:
         prompts=canon(config["mauve"]["prompts"]),
         length=config["mauve"]["prompt_len"] + config["mauve"]["gen_len"],
         tokenizer=config["tokenizer"],
-        code=CODE["data"],
+        code=CODE["prompts"],
     log:
         f"{RESULTS}/logs/data/prompts.log",
     benchmark:
@@ -88,6 +88,6 @@ rule prompts:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=runtime_of("prompts"),
     script:
         "../scripts/prompts.py"

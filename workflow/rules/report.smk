@@ -18,7 +18,7 @@ rule models_record:
     threads: 1
     resources:
         mem_mb=100,
-        runtime=1,
+        runtime=runtime_of("models_record"),
     run:
         with open(output[0], "w") as f:
             json.dump(params.models, f, indent=2)
@@ -50,7 +50,7 @@ rule report:
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=10,
+        runtime=runtime_of("report"),
     shell:
         "{PYSEDD} report --results {RESULTS} --out {output.markdown} --tables-dir $(dirname {output.tables[0]}) "
         "{input.results} > {log} 2>&1"

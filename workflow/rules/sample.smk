@@ -17,10 +17,10 @@ rule sample:
         f"{RESULTS}/logs/sample/{{model}}/{{setting}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/sample/{{model}}/{{setting}}.tsv"
-    threads: 2
+    threads: gpu_threads()
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=runtime_of("sample"),
         gpu=config["gpus_per_job"],
     shell:
         "{PYSEDD} sample --model {params.model} --kind {params.kind} {params.args} --out {output} > {log} 2>&1"
@@ -42,10 +42,10 @@ rule sample_conditional:
         f"{RESULTS}/logs/sample-conditional/{{model}}/{{setting}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/sample-conditional/{{model}}/{{setting}}.tsv"
-    threads: 2
+    threads: gpu_threads()
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=runtime_of("sample_conditional"),
         gpu=config["gpus_per_job"],
     shell:
         "{PYSEDD} sample --model {params.model} --kind {params.kind} --prompts {input.prompts} {params.args} "
