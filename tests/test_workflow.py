@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("snakemake")
 
 REPO = Path(__file__).resolve().parents[1]
-FILE_SUFFIXES = (".json", ".md", ".tsv", ".npz", ".png", ".jsonl")
+FILE_SUFFIXES = (".json", ".md", ".tsv", ".npz", ".png", ".jsonl", ".html")
 
 
 def snakemake(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile", check: bool = True):
@@ -50,18 +50,20 @@ def write_config(path: Path, edit) -> Path:
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     edit(config)
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
 @pytest.mark.parametrize("configfile, expected", [
-    ("config.yaml", {"prepare_train": 1, "train": 3, "export": 3, "sample": 4, "gen_ppl": 4, "diversity": 4,
+    ("config.yaml", {"prepare_train": 1, "train": 3, "sample": 4, "gen_ppl": 4, "diversity": 4,
                      "zero_shot": 2, "lm_eval": 2, "mauve": 3, "latency": 1, "report": 1}),
     ("config/paper.yaml", {"prepare_eval": 5, "zero_shot": 20, "lm_eval": 4, "sample": 18, "gen_ppl": 18,
                            "mauve": 6, "latency": 1, "report": 1}),
-    ("config/retrain-owt.yaml", {"prepare_train": 1, "train": 2, "export": 2, "zero_shot": 12, "sample": 5}),
+    ("config/retrain-owt.yaml", {"prepare_train": 1, "train": 2, "zero_shot": 12, "sample": 5}),
 ])
 def test_dry_run_of_every_config(tmp_path, configfile, expected):
+    (tmp_path / "resources").mkdir()
+    (tmp_path / "resources" / "webtext.test.jsonl").write_text('{"text": "x"}\n')  # the paper's MAUVE prompts
     jobs = planned_jobs(tmp_path, "--configfile", str(REPO / configfile))
     for rule, count in expected.items():
         assert jobs.get(rule) == count, (rule, jobs)
@@ -123,10 +125,27 @@ def finished_copy(tmp_path_factory):
             (root / name).symlink_to(src.readlink())
         else:
             shutil.copy(src, root / name)
-    for name in ("workflow", "pysedd", "config"):
+    for name in ("workflow", "pysedd", "config", "csrc"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     finish_everything(root, root / "Snakefile")
     return root
+
+
+def edited(path: Path, old: str, new: str):
+    """A context manager that replaces `old` by `new` in a source file (which must contain it) and restores it."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def cm():
+        original = path.read_text()
+        assert old in original, (path, old)
+        path.write_text(original.replace(old, new, 1))
+        try:
+            yield
+        finally:
+            path.write_text(original)
+
+    return cm()
 
 
 def test_rerun_only_what_changed(finished_copy, tmp_path):
@@ -141,37 +160,75 @@ def test_rerun_only_what_changed(finished_copy, tmp_path):
 
     jobs = planned_jobs(root, "--configfile", str(write_config(tmp_path / "s.yaml", more_steps)), snakefile=snakefile)
     assert jobs["sample"] == 5 and jobs["gen_ppl"] == 5 and jobs["diversity"] == 5 and jobs["report"] == 1
-    for rule in ("prepare_train", "train", "export", "zero_shot", "lm_eval", "latency", "sample_conditional"):
+    for rule in ("prepare_train", "train", "zero_shot", "lm_eval", "latency", "sample_conditional"):
         assert rule not in jobs, jobs
 
     # a training setting of one model: that model and its dependants only
     jobs = planned_jobs(root, "--configfile",
                         str(write_config(tmp_path / "t.yaml", lambda c: c["models"]["gpt2"]["train"].update(lr=5e-4))),
                         snakefile=snakefile)
-    assert jobs["train"] == 1 and jobs["export"] == 1 and "prepare_train" not in jobs
+    assert jobs["train"] == 1 and "prepare_train" not in jobs
     assert jobs["sample"] == 2  # gpt2 ancestral + nucleus, not SEDD's
 
-    # the code of one stage family: editing the sampler reruns sampling (and dependants), not training or data
-    sampler = root / "pysedd" / "sampling" / "pc.py"
-    original = sampler.read_text()
-    try:
-        sampler.write_text(original + "\n# edited\n")
-        jobs = planned_jobs(root, snakefile=snakefile)
-        assert jobs["sample"] == 4 and jobs["sample_conditional"] == 3
-        for rule in ("prepare_train", "train", "export", "zero_shot", "lm_eval", "heldout_tasks", "prompts"):
-            assert rule not in jobs, jobs
-    finally:
-        sampler.write_text(original)
-    assert planned_jobs(root, snakefile=snakefile) == {}
+    # logging, checkpoint and eval cadence and the process count never retrain
+    def cadence(c):
+        c["models"]["sedd"]["train"].update(log_every=1, ckpt_every=7, eval_every=5, nproc=2)
 
+    assert planned_jobs(root, "--configfile", str(write_config(tmp_path / "c.yaml", cadence)),
+                        snakefile=snakefile) == {}
+
+
+@pytest.mark.parametrize("path, old, new, expected", [
+    # comments and docstrings never count, wherever they are
+    ("pysedd/hub.py", '"""', '"""An edited docstring. ', {}),
+    ("pysedd/model.py", "\nimport", "\n# a comment\nimport", {}),
+    # training code is not hashed: the trainer itself decides whether its checkpoints still apply
+    ("pysedd/train/trainer.py", "def train(", "def _unused():\n    return 1\n\n\ndef train(", {}),
+    # the sampler: sampling and its dependants, never data, training or the other evaluations
+    ("pysedd/sampling/pc.py", "\nimport", "\nSENTINEL = 1\nimport",
+     {"sample": 4, "sample_conditional": 3, "gen_ppl": 4, "diversity": 4, "mauve": 3, "latency": 1, "report": 1,
+      "lm_eval": 2, "all": 1}),  # lm-eval's generation requests sample too
+    # MAUVE's module: MAUVE only (not zero-shot, lm-eval, gen-PPL)
+    ("pysedd/eval/mauve_eval.py", "\nimport", "\nSENTINEL = 1\nimport", {"mauve": 3, "report": 1, "all": 1}),
+    # training-only kernels glue: nothing runs it but training
+    ("pysedd/ops/fused.py", "\nimport", "\nSENTINEL = 1\nimport", {}),
+    # the compiled kernels' sources: everything that loads the extension
+    ("csrc/ops_registration.cpp", "\n", "\nstatic int sentinel = 1;\n",
+     {"sample": 4, "sample_conditional": 3, "gen_ppl": 4, "diversity": 4, "mauve": 3, "latency": 1, "report": 1,
+      "lm_eval": 2, "all": 1}),
+    # `bench latency` loads models through commands/sample.py
+    ("pysedd/commands/sample.py", "def load_sedd(spec: str, device, length: int | None = None):\n",
+     "def load_sedd(spec: str, device, length: int | None = None):\n    SENTINEL = 1\n",
+     {"sample": 4, "sample_conditional": 3, "gen_ppl": 4, "diversity": 4, "mauve": 3, "latency": 1, "report": 1,
+      "all": 1}),
     # the report's own code reruns only the report
-    report = root / "pysedd" / "report.py"
-    original = report.read_text()
-    try:
-        report.write_text(original + "\n# edited\n")
-        assert planned_jobs(root, snakefile=snakefile) == {"report": 1, "all": 1}
-    finally:
-        report.write_text(original)
+    ("pysedd/report.py", "\nimport", "\nSENTINEL = 1\nimport", {"report": 1, "all": 1}),
+])
+def test_code_edits_rerun_what_imports_them(finished_copy, path, old, new, expected):
+    with edited(finished_copy / path, old, new):
+        assert planned_jobs(finished_copy, snakefile=finished_copy / "Snakefile") == expected
+
+
+def test_deleted_results_are_regenerated_with_their_dependants(finished_copy):
+    """A deleted intermediate (samples, an eval JSON, an exported model as a failed or interrupted retrain leaves
+    it) comes back, with everything made from it; the report is rebuilt."""
+    root, snakefile = finished_copy, finished_copy / "Snakefile"
+    cases = [
+        ("results/samples/sedd/T16.npz", {"sample": 1, "gen_ppl": 1, "diversity": 1, "report": 1, "all": 1}),
+        ("results/eval/zero-shot/gpt2/demo-heldout.json", {"zero_shot": 1, "report": 1, "all": 1}),
+        ("results/models/gpt2/model", {"train": 1, "sample": 2, "sample_conditional": 1, "gen_ppl": 2,
+                                       "diversity": 2, "mauve": 1, "zero_shot": 1, "lm_eval": 1, "latency": 1,
+                                       "report": 1, "all": 1}),
+    ]
+    for name, expected in cases:
+        path = root / name
+        backup = path.with_name(path.name + ".bak")
+        path.rename(backup)
+        try:
+            assert planned_jobs(root, snakefile=snakefile) == expected, name
+        finally:
+            backup.rename(path)
+    assert planned_jobs(root, snakefile=snakefile) == {}
 
 
 # ---------------------------------------------------------------- report

@@ -394,7 +394,13 @@ def stale_outputs(metadata=Path(".snakemake/metadata")):
 
 
 STALE = stale_outputs()
-if STALE:
-    print(f"pysedd workflow: {len(STALE)} result(s) were made from files that no longer exist and will be "
-          f"regenerated: {', '.join(STALE[:5])}{' ...' if len(STALE) > 5 else ''}", file=sys.stderr)
-    workflow.dag_settings.forcerun = frozenset(workflow.dag_settings.forcerun) | set(STALE)
+
+
+def force_stale(wildcards):
+    """An input function of every rule (it adds no input): once the DAG exists, force the stale outputs to rerun."""
+    dag = workflow.dag
+    if STALE and dag is not None and not dag.forcefiles.issuperset(STALE):
+        print(f"pysedd workflow: {len(STALE)} output(s) were made from files that no longer exist and will be "
+              f"regenerated: {', '.join(STALE[:4])}{' ...' if len(STALE) > 4 else ''}", file=sys.stderr)
+        dag.forcefiles.update(STALE)
+    return []

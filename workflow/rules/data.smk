@@ -49,6 +49,7 @@ rule prepare_eval:
 rule heldout_tasks:
     """lm-eval task files in the built-in tasks' own formats, cut from held-out documents of the training corpus."""
     input:
+        stale_check=force_stale,
         manifest=rules.prepare_train.output.manifest,
     output:
         directory(f"{RESULTS}/data/lm-eval"),
@@ -73,6 +74,7 @@ rule heldout_tasks:
 rule prompts:
     """MAUVE prompts and references: documents of held-out text (or a configured file) as {"text": ...} lines."""
     input:
+        stale_check=force_stale,
         manifest=lambda wc: rules.prepare_train.output.manifest if config["mauve"]["prompts"]["source"] == "heldout" else [],
     output:
         f"{RESULTS}/data/prompts.jsonl",

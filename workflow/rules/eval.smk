@@ -5,6 +5,7 @@ Each writes a JSON result (the report reads these) and a markdown table."""
 
 rule zero_shot:
     input:
+        stale_check=force_stale,
         model=lambda wc: model_input(wc.model),
         data=lambda wc: f"{zero_shot_data(wc.dataset)[0]}/manifest.json",
     output:
@@ -34,6 +35,7 @@ rule zero_shot:
 
 rule lm_eval:
     input:
+        stale_check=force_stale,
         model=lambda wc: model_input(wc.model),
         data=lm_eval_data,
     output:
@@ -63,6 +65,7 @@ rule lm_eval:
 
 rule gen_ppl:
     input:
+        stale_check=force_stale,
         samples=rules.sample.output,
         judge=model_input(JUDGE),
     output:
@@ -89,6 +92,7 @@ rule gen_ppl:
 
 rule diversity:
     input:
+        stale_check=force_stale,
         samples=rules.sample.output,
     output:
         json=f"{RESULTS}/eval/diversity/{{model}}/{{setting}}.json",
@@ -113,6 +117,7 @@ rule diversity:
 rule diversity_data:
     """The diversity of real text (held-out or a zero-shot corpus), the row the samples are compared with."""
     input:
+        stale_check=force_stale,
         manifest=lambda wc: f"{diversity_reference()[0]}/manifest.json",
     output:
         json=f"{RESULTS}/eval/diversity/data/{{reference}}.json",
@@ -137,6 +142,7 @@ rule diversity_data:
 
 rule mauve:
     input:
+        stale_check=force_stale,
         samples=rules.sample_conditional.output,
         references=rules.prompts.output,
         judge=model_input(JUDGE),
@@ -164,6 +170,7 @@ rule mauve:
 
 rule latency:
     input:
+        stale_check=force_stale,
         sedd=latency_model("sedd")[1],
         gpt2=latency_model("gpt2")[1],
     output:

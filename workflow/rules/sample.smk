@@ -4,6 +4,7 @@ diversity, and prompted continuations (SEDD on each canvas, GPT-2 causal) for MA
 
 rule sample:
     input:
+        stale_check=force_stale,
         model=lambda wc: model_input(wc.model),
     output:
         f"{RESULTS}/samples/{{model}}/{{setting}}.npz",
@@ -28,6 +29,7 @@ rule sample:
 
 rule sample_conditional:
     input:
+        stale_check=force_stale,
         model=lambda wc: model_input(wc.model),
         prompts=rules.prompts.output,
     output:

@@ -62,6 +62,7 @@ def train_script(wc, output, input, log, resources):
 
 rule train:
     input:
+        stale_check=force_stale,
         manifest=rules.prepare_train.output.manifest,
     output:
         protected(directory(f"{RESULTS}/models/{{model}}/model"))
