@@ -322,3 +322,68 @@ def test_report_leaves_out_results_not_listed(tmp_path):
     tables = {t.name: t for t in write_report(tmp_path, tmp_path / "report.md", only=listed)}
     assert [label for label, _ in tables["table3-gen-ppl"].rows] == ["sedd (T = 16)", "gpt2 (ancestral)"]
     assert "T = 128" not in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c["zero_shot"]["datasets"].update(mine={"corpus": "local", "path": ["nope/test.txt"]}),
+     "zero_shot.datasets.mine.path"),
+    (lambda c: c["models"].update(extra={"kind": "gpt2", "hub": "./no/such/model"}), "models.extra.hub"),
+    (lambda c: c["latency"].update(sedd="sedd-nonexistent"), "latency.sedd"),
+    (lambda c: c["mauve"].update(canvases=[64], prompt_len=50, gen_len=50), "mauve.canvases"),
+    (lambda c: c["unconditional"].update(length=256), "unconditional.length"),
+    (lambda c: c["models"]["sedd"]["train"].update(batch_size=6, micro_batch_size=4), "micro_batch_size"),
+    (lambda c: c["mauve"]["prompts"].update(source="file", path="resources/webtext.test.jsonl"),
+     "mauve.prompts.path"),
+])
+def test_job_time_failures_stop_before_any_job(tmp_path, edit, key):
+    """Configs that pass the schema but would fail inside a job are refused at parse time, naming the key."""
+    configfile = write_config(tmp_path / "bad.yaml", edit)
+    proc = snakemake(tmp_path, "-n", "--configfile", str(configfile), check=False)
+    assert proc.returncode != 0
+    assert f"config key '{key}" in proc.stdout + proc.stderr or f".{key}'" in proc.stdout + proc.stderr, proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_slurm_profile_refuses_placeholders(tmp_path):
+    proc = snakemake(tmp_path, "--workflow-profile", str(REPO / "workflow/profiles/slurm"), check=False)
+    assert proc.returncode != 0 and "is still SET-ME" in proc.stdout + proc.stderr, proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_html_report_shows_tables_in_a_browser(finished_copy, tmp_path):
+    """`snakemake --report`: each table is an HTML page the report viewer shows inline (not a TSV download), checked
+    in headless Chromium: the report renders (non-blank screenshot) and the table page's DOM holds the numbers."""
+    import base64
+    import re
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    root = finished_copy
+    table = root / "results/report/table1-zero-shot.tsv"
+    original = table.read_text()
+    table.write_text("model\tPTB\nsedd\t≤41.84\ngpt2\t42.43\n")
+    try:
+        subprocess.run([sys.executable, str(root / "workflow/scripts/html_tables.py"), str(table)], check=True)
+        snakemake(root, "--report", str(tmp_path / "report.html"), snakefile=root / "Snakefile")
+    finally:
+        table.write_text(original)
+    page = (tmp_path / "report.html").read_text()
+    uri = re.search(r'data:text/html;charset=utf8;filename=table1-zero-shot\.html;base64,([A-Za-z0-9+/=]+)', page)
+    assert uri, "the table is not embedded as an HTML page"
+    (tmp_path / "table1.html").write_bytes(base64.b64decode(uri.group(1)))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", str(tmp_path / "table1.html")], capture_output=True,
+                         text=True, timeout=120).stdout
+    assert "<td>≤41.84</td>" in dom and "<td>42.43</td>" in dom, dom[:2000]
+    assert "Table 1" in subprocess.run([chromium, *flags, "--virtual-time-budget=5000", "--dump-dom",
+                                        str(tmp_path / "report.html")], capture_output=True, text=True,
+                                       timeout=120).stdout
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, *flags, "--virtual-time-budget=5000", f"--screenshot={shot}", "--window-size=1200,900",
+                    str(tmp_path / "report.html")], capture_output=True, timeout=120)
+    from PIL import Image
+
+    pixels = Image.open(shot).convert("L").getextrema()
+    assert pixels[0] < pixels[1] - 50, f"blank screenshot {pixels}"
