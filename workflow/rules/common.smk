@@ -12,8 +12,30 @@ import shlex
 import sys
 from pathlib import Path
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+
+
+def retype_overrides(target, overrides):
+    """`--config key={...}` parses nested values with YAML's BaseLoader, so every nested leaf arrives as a string
+    ('2', 'true'). Read each such leaf again as YAML (2, true), so typed nested overrides work as written."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            retype_overrides(target[key], value)
+        elif isinstance(value, str) and target.get(key) == value:
+            try:
+                target[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass
+        elif isinstance(value, list) and target.get(key) == value:
+            target[key] = [yaml.safe_load(v) if isinstance(v, str) else v for v in value]
+
+
+for _key, _value in (workflow.config_settings.config if workflow.config_settings else {}).items():
+    if isinstance(_value, dict) and isinstance(config.get(_key), dict):
+        retype_overrides(config[_key], _value)
 
 validate(config, "../schemas/config.schema.yaml")
 
