@@ -416,3 +416,21 @@ def test_every_rendered_command_parses(tmp_path, configfile):
             parser.parse_args(argv)
         except SystemExit:
             pytest.fail(f"pysedd rejects the rendered command: {command}")
+
+
+def test_prepare_offline_names_what_is_missing(tmp_path):
+    """The login-node preparation's offline check (the hub is off in tests): the demo needs nothing; a config with
+    an uncached hub model and a missing prompt file is refused, naming both."""
+    script = REPO / "workflow" / "scripts" / "prepare_offline.py"
+    ok = subprocess.run([sys.executable, str(script), str(REPO / "config.yaml"), "--verify"], capture_output=True,
+                        text=True, cwd=tmp_path, timeout=120)
+    assert ok.returncode == 0 and "OK offline: 0 models, 0 corpora, 0 lm-eval tasks, 0 files" in ok.stdout, ok.stderr
+
+    def needs_network(c):
+        c["models"]["extra"] = {"kind": "gpt2", "hub": "pysedd-test/not-cached"}
+        c["mauve"]["prompts"] = {"source": "file", "path": "resources/webtext.test.jsonl", "num_prompts": 4}
+
+    bad = subprocess.run([sys.executable, str(script), str(write_config(tmp_path / "c.yaml", needs_network)),
+                          "--verify"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 1
+    assert "model pysedd-test/not-cached" in bad.stderr and "file resources/webtext.test.jsonl" in bad.stderr, bad.stderr
