@@ -434,3 +434,27 @@ def test_prepare_offline_names_what_is_missing(tmp_path):
                           "--verify"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert bad.returncode == 1
     assert "model pysedd-test/not-cached" in bad.stderr and "file resources/webtext.test.jsonl" in bad.stderr, bad.stderr
+
+
+def test_gpt2_hub_results_record_the_resolved_commit(tmp_path):
+    """A GPT-2 given by hub id records the snapshot commit it was loaded from (an offline HF cache built here, a tiny
+    GPT-2 saved under a hub id in the cache layout), as SEDD models do."""
+    code = r"""
+import json, os, sys
+from pathlib import Path
+from transformers import GPT2Config, GPT2LMHeadModel
+commit = "0123456789abcdef0123456789abcdef01234567"
+repo = Path(os.environ["HF_HUB_CACHE"]) / "models--pysedd-test--tiny-gpt2"
+snap = repo / "snapshots" / commit
+GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=32, vocab_size=50257)).save_pretrained(snap)
+(repo / "refs").mkdir(parents=True)
+(repo / "refs" / "main").write_text(commit)
+from pysedd.eval.common import load_model
+print(json.dumps(load_model("pysedd-test/tiny-gpt2", kind="gpt2").fingerprint))
+"""
+    env = {**__import__("os").environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fingerprint = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert fingerprint["commit"] == "0123456789abcdef0123456789abcdef01234567", fingerprint

@@ -137,7 +137,9 @@ def load_model(source: str, kind: str | None = None, device: str | torch.device 
 
     directory = _local_model_dir(path) if local else source
     model = load_ar_model(str(directory), device=device)
-    fp = fingerprint_path(directory) if local else _hub_fingerprint(source, None, getattr(model.config, "_commit_hash", None))
+    # transformers leaves _commit_hash unset on some load paths: resolve it from the cached snapshot as SEDD does
+    commit = None if local else getattr(model.config, "_commit_hash", None) or _hub_commit(source)
+    fp = fingerprint_path(directory) if local else _hub_fingerprint(source, None, commit)
     context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     return LoadedModel("gpt2", model, str(source), fp, int(context),
                        extra={"n_parameters": sum(p.numel() for p in model.parameters())})
