@@ -38,4 +38,8 @@ wait "$smk" || { echo "slurm-preempt: workflow failed" >&2; tail -50 results-ci-
 grep -h "resumed from" .snakemake/slurm_logs/rule_train/sedd/*.log "$HERE"/results-ci/logs/train/sedd.log 2>/dev/null \
     | tail -1 | grep . || { echo "slurm-preempt: the requeued job did not resume" >&2; exit 1; }
 [ "$(tail -1 "$RUN"/metrics.jsonl | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["step"])')" = 40 ]
+# the training log keeps both attempts, with losses
+[ "$(grep -c '^=== attempt at' results-ci/logs/train/sedd.log)" -ge 2 ] \
+    || { echo "slurm-preempt: logs/train/sedd.log lost an attempt" >&2; exit 1; }
+grep -q '"loss"' results-ci/logs/train/sedd.log || { echo "slurm-preempt: no losses in the training log" >&2; exit 1; }
 echo "slurm-preempt: OK, preempted, requeued and resumed in $(( $(date +%s) - start )) s"
