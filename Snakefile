@@ -11,6 +11,7 @@ See workflow/README.md.
 import os
 import re
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -33,7 +34,6 @@ include: "workflow/rules/report.smk"
 
 localrules:
     all,
-    export,
     heldout_tasks,
     prompts,
     diversity,
@@ -52,3 +52,15 @@ rule all:
     default_target: True
     input:
         final_targets(),
+        stale_check=force_stale,
+
+
+
+
+onstart:
+    # The SLURM profile ships with placeholders: refuse to submit anything until the site's values are filled in.
+    for job in workflow.dag.needrun_jobs():
+        for key in ("slurm_partition", "slurm_account"):
+            if str(job.resources.get(key, "")) == "SET-ME":
+                raise WorkflowError(f"resource '{key}' is still SET-ME (rule {job.rule.name}): set {key} under "
+                                    "default-resources in workflow/profiles/slurm/config.yaml (see workflow/README.md)")

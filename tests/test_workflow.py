@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("snakemake")
 
 REPO = Path(__file__).resolve().parents[1]
-FILE_SUFFIXES = (".json", ".md", ".tsv", ".npz", ".png", ".jsonl")
+FILE_SUFFIXES = (".json", ".md", ".tsv", ".npz", ".png", ".jsonl", ".html")
 
 
 def snakemake(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile", check: bool = True):
@@ -50,18 +50,20 @@ def write_config(path: Path, edit) -> Path:
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     edit(config)
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
 @pytest.mark.parametrize("configfile, expected", [
-    ("config.yaml", {"prepare_train": 1, "train": 3, "export": 3, "sample": 4, "gen_ppl": 4, "diversity": 4,
+    ("config.yaml", {"prepare_train": 1, "train": 3, "sample": 4, "gen_ppl": 4, "diversity": 4,
                      "zero_shot": 2, "lm_eval": 2, "mauve": 3, "latency": 1, "report": 1}),
     ("config/paper.yaml", {"prepare_eval": 5, "zero_shot": 20, "lm_eval": 4, "sample": 18, "gen_ppl": 18,
                            "mauve": 6, "latency": 1, "report": 1}),
-    ("config/retrain-owt.yaml", {"prepare_train": 1, "train": 2, "export": 2, "zero_shot": 12, "sample": 5}),
+    ("config/retrain-owt.yaml", {"prepare_train": 1, "train": 2, "zero_shot": 12, "sample": 5}),
 ])
 def test_dry_run_of_every_config(tmp_path, configfile, expected):
+    (tmp_path / "resources").mkdir()
+    (tmp_path / "resources" / "webtext.test.jsonl").write_text('{"text": "x"}\n')  # the paper's MAUVE prompts
     jobs = planned_jobs(tmp_path, "--configfile", str(REPO / configfile))
     for rule, count in expected.items():
         assert jobs.get(rule) == count, (rule, jobs)
@@ -123,10 +125,27 @@ def finished_copy(tmp_path_factory):
             (root / name).symlink_to(src.readlink())
         else:
             shutil.copy(src, root / name)
-    for name in ("workflow", "pysedd", "config"):
+    for name in ("workflow", "pysedd", "config", "csrc"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     finish_everything(root, root / "Snakefile")
     return root
+
+
+def edited(path: Path, old: str, new: str):
+    """A context manager that replaces `old` by `new` in a source file (which must contain it) and restores it."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def cm():
+        original = path.read_text()
+        assert old in original, (path, old)
+        path.write_text(original.replace(old, new, 1))
+        try:
+            yield
+        finally:
+            path.write_text(original)
+
+    return cm()
 
 
 def test_rerun_only_what_changed(finished_copy, tmp_path):
@@ -141,37 +160,75 @@ def test_rerun_only_what_changed(finished_copy, tmp_path):
 
     jobs = planned_jobs(root, "--configfile", str(write_config(tmp_path / "s.yaml", more_steps)), snakefile=snakefile)
     assert jobs["sample"] == 5 and jobs["gen_ppl"] == 5 and jobs["diversity"] == 5 and jobs["report"] == 1
-    for rule in ("prepare_train", "train", "export", "zero_shot", "lm_eval", "latency", "sample_conditional"):
+    for rule in ("prepare_train", "train", "zero_shot", "lm_eval", "latency", "sample_conditional"):
         assert rule not in jobs, jobs
 
     # a training setting of one model: that model and its dependants only
     jobs = planned_jobs(root, "--configfile",
                         str(write_config(tmp_path / "t.yaml", lambda c: c["models"]["gpt2"]["train"].update(lr=5e-4))),
                         snakefile=snakefile)
-    assert jobs["train"] == 1 and jobs["export"] == 1 and "prepare_train" not in jobs
+    assert jobs["train"] == 1 and "prepare_train" not in jobs
     assert jobs["sample"] == 2  # gpt2 ancestral + nucleus, not SEDD's
 
-    # the code of one stage family: editing the sampler reruns sampling (and dependants), not training or data
-    sampler = root / "pysedd" / "sampling" / "pc.py"
-    original = sampler.read_text()
-    try:
-        sampler.write_text(original + "\n# edited\n")
-        jobs = planned_jobs(root, snakefile=snakefile)
-        assert jobs["sample"] == 4 and jobs["sample_conditional"] == 3
-        for rule in ("prepare_train", "train", "export", "zero_shot", "lm_eval", "heldout_tasks", "prompts"):
-            assert rule not in jobs, jobs
-    finally:
-        sampler.write_text(original)
-    assert planned_jobs(root, snakefile=snakefile) == {}
+    # logging, checkpoint and eval cadence and the process count never retrain
+    def cadence(c):
+        c["models"]["sedd"]["train"].update(log_every=1, ckpt_every=7, eval_every=5, nproc=2)
 
+    assert planned_jobs(root, "--configfile", str(write_config(tmp_path / "c.yaml", cadence)),
+                        snakefile=snakefile) == {}
+
+
+@pytest.mark.parametrize("path, old, new, expected", [
+    # comments and docstrings never count, wherever they are
+    ("pysedd/hub.py", '"""', '"""An edited docstring. ', {}),
+    ("pysedd/model.py", "\nimport", "\n# a comment\nimport", {}),
+    # training code is not hashed: the trainer itself decides whether its checkpoints still apply
+    ("pysedd/train/trainer.py", "def train(", "def _unused():\n    return 1\n\n\ndef train(", {}),
+    # the sampler: sampling and its dependants, never data, training or the other evaluations
+    ("pysedd/sampling/pc.py", "\nimport", "\nSENTINEL = 1\nimport",
+     {"sample": 4, "sample_conditional": 3, "gen_ppl": 4, "diversity": 4, "mauve": 3, "latency": 1, "report": 1,
+      "lm_eval": 2, "all": 1}),  # lm-eval's generation requests sample too
+    # MAUVE's module: MAUVE only (not zero-shot, lm-eval, gen-PPL)
+    ("pysedd/eval/mauve_eval.py", "\nimport", "\nSENTINEL = 1\nimport", {"mauve": 3, "report": 1, "all": 1}),
+    # training-only kernels glue: nothing runs it but training
+    ("pysedd/ops/fused.py", "\nimport", "\nSENTINEL = 1\nimport", {}),
+    # the compiled kernels' sources: everything that loads the extension
+    ("csrc/ops_registration.cpp", "\n", "\nstatic int sentinel = 1;\n",
+     {"sample": 4, "sample_conditional": 3, "gen_ppl": 4, "diversity": 4, "mauve": 3, "latency": 1, "report": 1,
+      "lm_eval": 2, "all": 1}),
+    # `bench latency` loads models through commands/sample.py
+    ("pysedd/commands/sample.py", "def load_sedd(spec: str, device, length: int | None = None):\n",
+     "def load_sedd(spec: str, device, length: int | None = None):\n    SENTINEL = 1\n",
+     {"sample": 4, "sample_conditional": 3, "gen_ppl": 4, "diversity": 4, "mauve": 3, "latency": 1, "report": 1,
+      "all": 1}),
     # the report's own code reruns only the report
-    report = root / "pysedd" / "report.py"
-    original = report.read_text()
-    try:
-        report.write_text(original + "\n# edited\n")
-        assert planned_jobs(root, snakefile=snakefile) == {"report": 1, "all": 1}
-    finally:
-        report.write_text(original)
+    ("pysedd/report.py", "\nimport", "\nSENTINEL = 1\nimport", {"report": 1, "all": 1}),
+])
+def test_code_edits_rerun_what_imports_them(finished_copy, path, old, new, expected):
+    with edited(finished_copy / path, old, new):
+        assert planned_jobs(finished_copy, snakefile=finished_copy / "Snakefile") == expected
+
+
+def test_deleted_results_are_regenerated_with_their_dependants(finished_copy):
+    """A deleted intermediate (samples, an eval JSON, an exported model as a failed or interrupted retrain leaves
+    it) comes back, with everything made from it; the report is rebuilt."""
+    root, snakefile = finished_copy, finished_copy / "Snakefile"
+    cases = [
+        ("results/samples/sedd/T16.npz", {"sample": 1, "gen_ppl": 1, "diversity": 1, "report": 1, "all": 1}),
+        ("results/eval/zero-shot/gpt2/demo-heldout.json", {"zero_shot": 1, "report": 1, "all": 1}),
+        ("results/models/gpt2/model", {"train": 1, "sample": 2, "sample_conditional": 1, "gen_ppl": 2,
+                                       "diversity": 2, "mauve": 1, "zero_shot": 1, "lm_eval": 1, "latency": 1,
+                                       "report": 1, "all": 1}),
+    ]
+    for name, expected in cases:
+        path = root / name
+        backup = path.with_name(path.name + ".bak")
+        path.rename(backup)
+        try:
+            assert planned_jobs(root, snakefile=snakefile) == expected, name
+        finally:
+            backup.rename(path)
+    assert planned_jobs(root, snakefile=snakefile) == {}
 
 
 # ---------------------------------------------------------------- report
@@ -265,3 +322,139 @@ def test_report_leaves_out_results_not_listed(tmp_path):
     tables = {t.name: t for t in write_report(tmp_path, tmp_path / "report.md", only=listed)}
     assert [label for label, _ in tables["table3-gen-ppl"].rows] == ["sedd (T = 16)", "gpt2 (ancestral)"]
     assert "T = 128" not in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c["zero_shot"]["datasets"].update(mine={"corpus": "local", "path": ["nope/test.txt"]}),
+     "zero_shot.datasets.mine.path"),
+    (lambda c: c["models"].update(extra={"kind": "gpt2", "hub": "./no/such/model"}), "models.extra.hub"),
+    (lambda c: c["latency"].update(sedd="sedd-nonexistent"), "latency.sedd"),
+    (lambda c: c["mauve"].update(canvases=[64], prompt_len=50, gen_len=50), "mauve.canvases"),
+    (lambda c: c["unconditional"].update(length=256), "unconditional.length"),
+    (lambda c: c["models"]["sedd"]["train"].update(batch_size=6, micro_batch_size=4), "micro_batch_size"),
+    (lambda c: c["mauve"]["prompts"].update(source="file", path="resources/webtext.test.jsonl"),
+     "mauve.prompts.path"),
+])
+def test_job_time_failures_stop_before_any_job(tmp_path, edit, key):
+    """Configs that pass the schema but would fail inside a job are refused at parse time, naming the key."""
+    configfile = write_config(tmp_path / "bad.yaml", edit)
+    proc = snakemake(tmp_path, "-n", "--configfile", str(configfile), check=False)
+    assert proc.returncode != 0
+    assert f"config key '{key}" in proc.stdout + proc.stderr or f".{key}'" in proc.stdout + proc.stderr, proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_slurm_profile_refuses_placeholders(tmp_path):
+    proc = snakemake(tmp_path, "--workflow-profile", str(REPO / "workflow/profiles/slurm"), check=False)
+    assert proc.returncode != 0 and "is still SET-ME" in proc.stdout + proc.stderr, proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_html_report_shows_tables_in_a_browser(finished_copy, tmp_path):
+    """`snakemake --report`: each table is an HTML page the report viewer shows inline (not a TSV download), checked
+    in headless Chromium: the report renders (non-blank screenshot) and the table page's DOM holds the numbers."""
+    import base64
+    import re
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    root = finished_copy
+    table = root / "results/report/table1-zero-shot.tsv"
+    original = table.read_text()
+    table.write_text("model\tPTB\nsedd\t≤41.84\ngpt2\t42.43\n")
+    try:
+        subprocess.run([sys.executable, str(root / "workflow/scripts/html_tables.py"), str(table)], check=True)
+        snakemake(root, "--report", str(tmp_path / "report.html"), snakefile=root / "Snakefile")
+    finally:
+        table.write_text(original)
+    page = (tmp_path / "report.html").read_text()
+    uri = re.search(r'data:text/html;charset=utf8;filename=table1-zero-shot\.html;base64,([A-Za-z0-9+/=]+)', page)
+    assert uri, "the table is not embedded as an HTML page"
+    (tmp_path / "table1.html").write_bytes(base64.b64decode(uri.group(1)))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", str(tmp_path / "table1.html")], capture_output=True,
+                         text=True, timeout=120).stdout
+    assert "<td>≤41.84</td>" in dom and "<td>42.43</td>" in dom, dom[:2000]
+    assert "Table 1" in subprocess.run([chromium, *flags, "--virtual-time-budget=5000", "--dump-dom",
+                                        str(tmp_path / "report.html")], capture_output=True, text=True,
+                                       timeout=120).stdout
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, *flags, "--virtual-time-budget=5000", f"--screenshot={shot}", "--window-size=1200,900",
+                    str(tmp_path / "report.html")], capture_output=True, timeout=120)
+    from PIL import Image
+
+    pixels = Image.open(shot).convert("L").getextrema()
+    assert pixels[0] < pixels[1] - 50, f"blank screenshot {pixels}"
+
+
+@pytest.mark.parametrize("configfile", ["config.yaml", "config/ci.yaml", "config/paper.yaml", "config/retrain-owt.yaml"])
+def test_every_rendered_command_parses(tmp_path, configfile):
+    """Every shell command the workflow renders for a shipped config is accepted by pysedd's own argument parser,
+    so no setting the schema allows can fail at job time as an unknown or malformed flag."""
+    import os
+    import re
+    import shlex
+
+    from pysedd.cli import build_parser
+
+    (tmp_path / "resources").mkdir()
+    (tmp_path / "resources" / "webtext.test.jsonl").write_text('{"text": "x"}\n')
+    out = snakemake(tmp_path, "-n", "-p", "--forceall", "--configfile", str(REPO / configfile)).stdout
+    commands = [line.split("Shell command: ", 1)[1] for line in out.splitlines() if line.startswith("Shell command: ")]
+    commands = [c for c in commands if c != "None"]  # run: blocks (training) render their command at job time
+    assert len(commands) > 5, out[-2000:]
+    parser = build_parser()
+    for command in commands:
+        command = command.split("&&")[0]
+        command = re.sub(r"\$\(dirname ([^)]+)\)", lambda m: os.path.dirname(m.group(1)), command)
+        words = shlex.split(command)
+        words = words[: words.index(">")] if ">" in words else words
+        argv = words[words.index("pysedd") + 1:]
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"pysedd rejects the rendered command: {command}")
+
+
+def test_prepare_offline_names_what_is_missing(tmp_path):
+    """The login-node preparation's offline check (the hub is off in tests): the demo needs nothing; a config with
+    an uncached hub model and a missing prompt file is refused, naming both."""
+    script = REPO / "workflow" / "scripts" / "prepare_offline.py"
+    ok = subprocess.run([sys.executable, str(script), str(REPO / "config.yaml"), "--verify"], capture_output=True,
+                        text=True, cwd=tmp_path, timeout=120)
+    assert ok.returncode == 0 and "OK offline: 0 models, 0 corpora, 0 lm-eval tasks, 0 files" in ok.stdout, ok.stderr
+
+    def needs_network(c):
+        c["models"]["extra"] = {"kind": "gpt2", "hub": "pysedd-test/not-cached"}
+        c["mauve"]["prompts"] = {"source": "file", "path": "resources/webtext.test.jsonl", "num_prompts": 4}
+
+    bad = subprocess.run([sys.executable, str(script), str(write_config(tmp_path / "c.yaml", needs_network)),
+                          "--verify"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 1
+    assert "model pysedd-test/not-cached" in bad.stderr and "file resources/webtext.test.jsonl" in bad.stderr, bad.stderr
+
+
+def test_gpt2_hub_results_record_the_resolved_commit(tmp_path):
+    """A GPT-2 given by hub id records the snapshot commit it was loaded from (an offline HF cache built here, a tiny
+    GPT-2 saved under a hub id in the cache layout), as SEDD models do."""
+    code = r"""
+import json, os, sys
+from pathlib import Path
+from transformers import GPT2Config, GPT2LMHeadModel
+commit = "0123456789abcdef0123456789abcdef01234567"
+repo = Path(os.environ["HF_HUB_CACHE"]) / "models--pysedd-test--tiny-gpt2"
+snap = repo / "snapshots" / commit
+GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=32, vocab_size=50257)).save_pretrained(snap)
+(repo / "refs").mkdir(parents=True)
+(repo / "refs" / "main").write_text(commit)
+from pysedd.eval.common import load_model
+print(json.dumps(load_model("pysedd-test/tiny-gpt2", kind="gpt2").fingerprint))
+"""
+    env = {**__import__("os").environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fingerprint = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert fingerprint["commit"] == "0123456789abcdef0123456789abcdef01234567", fingerprint

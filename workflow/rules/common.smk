@@ -1,45 +1,72 @@
-"""Shared helpers: config validation, code fingerprints per stage family, model paths and CLI flag rendering.
+"""Shared helpers: config validation and the checks the schema cannot express, per-rule code fingerprints, model
+paths and CLI flag rendering.
 
-Every rule passes its settings through `params:` (whole sub-dicts of the config) plus `code=CODE[<family>]`, a sha256
-of the pysedd sources that stage runs, because Snakemake's code trigger only sees the shell template, not imported code.
+Every rule passes its settings through `params:` (whole sub-dicts of the config) plus `code=CODE[<rule>]`, a hash of
+the pysedd code that rule's command reaches through the import graph (workflow/lib/codehash.py), because Snakemake's
+code trigger only sees the shell template, not imported code. Training is the exception: see train.smk.
 """
-import hashlib
+import base64
 import json
+import os
 import shlex
+import sys
 from pathlib import Path
 
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+
+
+def retype_overrides(target, overrides):
+    """`--config key={...}` parses nested values with YAML's BaseLoader, so every nested leaf arrives as a string
+    ('2', 'true'). Read each such leaf again as YAML (2, true), so typed nested overrides work as written."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            retype_overrides(target[key], value)
+        elif isinstance(value, str) and target.get(key) == value:
+            try:
+                target[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass
+        elif isinstance(value, list) and target.get(key) == value:
+            target[key] = [yaml.safe_load(v) if isinstance(v, str) else v for v in value]
+
+
+for _key, _value in (workflow.config_settings.config if workflow.config_settings else {}).items():
+    if isinstance(_value, dict) and isinstance(config.get(_key), dict):
+        retype_overrides(config[_key], _value)
 
 validate(config, "../schemas/config.schema.yaml")
 
 REPO = Path(workflow.basedir)
-PKG = REPO / "pysedd"
 RESULTS = config["results_dir"]
 PYSEDD = config["pysedd"]  # the command that runs pysedd, e.g. "pysedd" or "python -m pysedd"
 
-# The pysedd sources each stage family runs (globs; modules that do not exist yet are skipped). CORE is the model
-# maths every stage that runs a network depends on.
-CORE = ["config.py", "model.py", "graph.py", "noise.py", "hub.py", "loader.py", "ops/**/*.py", "csrc/**/*"]
-FAMILY_SOURCES = {
-    "data": ["tokenizer.py", "data/**/*.py", "commands/prepare.py"],
-    "train": CORE + ["losses.py", "ar.py", "train/**/*.py", "commands/train.py"],
-    "sample": CORE + ["ar.py", "sampling/**/*.py", "commands/sample.py"],
-    "eval": CORE + ["ar.py", "likelihood.py", "tokenizer.py", "eval/**/*.py", "commands/eval*.py"],
-    "bench": CORE + ["ar.py", "sampling/**/*.py", "bench/**/*.py", "commands/bench*.py"],
-    "report": ["report.py", "commands/report.py"],
+sys.path.insert(0, str(REPO / "workflow" / "lib"))
+from codehash import CodeGraph, cli_entries  # noqa: E402
+
+_CODE_GRAPH = CodeGraph(REPO)
+
+
+def _cli_code(command, handler):
+    return _CODE_GRAPH.fingerprint(cli_entries(REPO, command, handler))
+
+
+# rule -> fingerprint of the code its command reaches (comments and docstrings do not count)
+CODE = {
+    "prepare": _cli_code("prepare", "run"),
+    "heldout_tasks": _CODE_GRAPH.fingerprint([("workflow/scripts/heldout_tasks.py", None)]),
+    "prompts": _CODE_GRAPH.fingerprint([("workflow/scripts/prompts.py", None)]),
+    "sample": _cli_code("sample", "run"),
+    "zero_shot": _cli_code("eval", "run_zero_shot"),
+    "lm_eval": _cli_code("eval", "run_lm_eval"),
+    "gen_ppl": _cli_code("eval", "run_gen_ppl"),
+    "diversity": _cli_code("eval", "run_diversity"),
+    "mauve": _cli_code("eval", "run_mauve"),
+    "latency": _cli_code("bench", "run_latency"),
+    "report": _cli_code("report", "run"),
 }
-
-
-def source_hash(patterns):
-    """sha256 over the (relative path, content) of every file the patterns match, in sorted order."""
-    digest = hashlib.sha256()
-    files = sorted({p for pattern in patterns for p in PKG.glob(pattern) if p.is_file() and "__pycache__" not in p.parts})
-    for path in files:
-        digest.update(b"\0".join([str(path.relative_to(PKG)).encode(), path.read_bytes(), b""]))
-    return digest.hexdigest()[:16]
-
-
-CODE = {family: source_hash(patterns) for family, patterns in FAMILY_SOURCES.items()}
 
 
 def canon(value):
@@ -67,11 +94,6 @@ def flags(options):
     return " ".join(parts)
 
 
-def fingerprint(*objects):
-    """A short, stable hash of JSON-serialisable settings (used to tell a resume from a changed run)."""
-    return hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()[:16]
-
-
 # ---------------------------------------------------------------- models
 
 
@@ -85,8 +107,87 @@ def models_of(kind, role=None):
 
 SUBJECTS = [name for name, m in MODELS.items() if m["role"] == "subject"]
 JUDGE = config["judge"]
-if JUDGE not in MODELS or MODELS[JUDGE]["kind"] != "gpt2":
-    raise ValueError(f"config key 'judge': {JUDGE!r} must name a gpt2 model under 'models'")
+
+
+# ---------------------------------------------------------------- checks the schema cannot express
+
+
+def config_error(key, message):
+    """Stop before any job starts, naming the config key."""
+    raise WorkflowError(f"config key '{key}': {message}")
+
+
+def looks_local(spec):
+    """A `hub:` value that is a filesystem path rather than a hub id ('org/name' or 'name')."""
+    return spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1 or os.path.isdir(spec)
+
+
+MODEL_PRESETS = ("tiny", "mini", "small", "medium")  # `pysedd bench latency` presets (pysedd/config.py, ar.py)
+WEBTEXT_URL = "https://openaipublic.azureedge.net/gpt-2/output-dataset/v1/webtext.test.jsonl"
+
+
+def check_config():
+    """Settings that pass the schema and `snakemake -n` but would fail at job time: refuse them now."""
+    if JUDGE not in MODELS or MODELS[JUDGE]["kind"] != "gpt2":
+        config_error("judge", f"{JUDGE!r} must name a gpt2 model under 'models'")
+    corpora = [("data", config["data"])] + [
+        (f"zero_shot.datasets.{name}", spec) for name, spec in config["zero_shot"]["datasets"].items()]
+    for key, spec in corpora:
+        for path in spec.get("path", []):
+            if not os.path.isfile(path):
+                config_error(f"{key}.path", f"local corpus file {path} does not exist (fetch it on a login node, "
+                             "see workflow/README.md, Offline compute nodes)")
+    seq_len = config["seq_len"]
+    for name, m in MODELS.items():
+        if "hub" in m and looks_local(m["hub"]) and not os.path.isdir(os.path.expanduser(m["hub"])):
+            config_error(f"models.{name}.hub", f"local model directory {m['hub']} does not exist")
+        train = m.get("train", {})
+        batch, micro, nproc = train.get("batch_size"), train.get("micro_batch_size", 0), train.get("nproc", 1)
+        if batch is not None and batch % nproc:
+            config_error(f"models.{name}.train.batch_size", f"{batch} is not a multiple of nproc {nproc}")
+        if batch is not None and micro and (batch // nproc) % micro:
+            config_error(f"models.{name}.train.micro_batch_size",
+                         f"{micro} does not divide batch_size / nproc = {batch // nproc}")
+    trained = {name for name, m in MODELS.items() if "train" in m}
+    unc, mauve = config["unconditional"], config["mauve"]
+    for name in sorted(trained & set(SUBJECTS)):
+        if unc["length"] > seq_len:
+            config_error("unconditional.length", f"{unc['length']} is longer than the context of the trained model "
+                         f"{name!r} (seq_len {seq_len})")
+        if MODELS[name]["kind"] == "sedd":
+            for canvas in mauve["canvases"]:
+                if canvas > seq_len:
+                    config_error("mauve.canvases", f"canvas {canvas} is longer than the context of the trained "
+                                 f"model {name!r} (seq_len {seq_len})")
+        elif mauve["prompt_len"] + mauve["gen_len"] > seq_len:
+            config_error("mauve.gen_len", f"prompt_len + gen_len = {mauve['prompt_len'] + mauve['gen_len']} is "
+                         f"longer than the context of the trained model {name!r} (seq_len {seq_len})")
+    for canvas in mauve["canvases"]:
+        if canvas < mauve["prompt_len"] + mauve["gen_len"]:
+            config_error("mauve.canvases", f"canvas {canvas} is shorter than prompt_len + gen_len = "
+                         f"{mauve['prompt_len'] + mauve['gen_len']}")
+    prompts = mauve["prompts"]
+    if prompts["source"] == "file" and not os.path.isfile(prompts["path"]):
+        hint = f"wget {WEBTEXT_URL} -P {os.path.dirname(prompts['path']) or '.'}" if "webtext" in prompts["path"] \
+            else "copy it there"
+        config_error("mauve.prompts.path", f"prompt file {prompts['path']} does not exist; on a login node: {hint}")
+    lm_data = config["lm_eval"]["local_data"]
+    if lm_data not in ("heldout", "hub") and not os.path.isdir(lm_data):
+        config_error("lm_eval.local_data", f"task data directory {lm_data} does not exist "
+                     "(make it with `snakemake prepare_offline` on a login node)")
+    for kind in ("sedd", "gpt2"):
+        chosen = config["latency"].get(kind)
+        if chosen is None or chosen in MODEL_PRESETS:
+            continue
+        if chosen in MODELS:
+            if MODELS[chosen]["kind"] != kind:
+                config_error(f"latency.{kind}", f"{chosen!r} is a {MODELS[chosen]['kind']} model, not {kind}")
+        elif looks_local(chosen):
+            if not os.path.isdir(os.path.expanduser(chosen)):
+                config_error(f"latency.{kind}", f"local model directory {chosen} does not exist")
+        elif "/" not in chosen and not (kind == "gpt2" and chosen.startswith(("gpt2", "distilgpt2"))):
+            config_error(f"latency.{kind}", f"{chosen!r} is neither a model under 'models' "
+                         f"({', '.join(models_of(kind)) or 'none'}), a preset ({', '.join(MODEL_PRESETS)}) nor a hub id")
 
 
 def model_path(name):
@@ -158,6 +259,26 @@ def train_options(name):
     return MODELS[name]["train"]
 
 
+def train_threads(name):
+    """CPUs of a training job: cpus_per_gpu for each of its GPUs (torchrun workers need their own data threads)."""
+    return max(2, config["cpus_per_gpu"] * config["gpus_per_job"] * train_options(name).get("nproc", 1))
+
+
+def gpu_threads():
+    """CPUs of a one-process network job."""
+    return max(2, config["cpus_per_gpu"] * config["gpus_per_job"])
+
+
+# SLURM time limits (minutes) unless the config's `runtime` says otherwise; long jobs checkpoint (train) or resume
+# from shards (evaluations) when resubmitted.
+RUNTIME_DEFAULTS = {"prepare_train": 720, "train": 2880, "lm_eval": 720, "zero_shot": 240, "sample": 240,
+                    "sample_conditional": 240}
+
+
+def runtime_of(rule):
+    return config["runtime"].get(rule, RUNTIME_DEFAULTS.get(rule, 120))
+
+
 def train_launcher(wc):
     """torchrun for data-parallel training (nproc > 1), the plain command otherwise."""
     nproc = train_options(wc.model).get("nproc", 1)
@@ -194,7 +315,9 @@ def judge_path():
 
 
 def lm_eval_data(wc):
-    return [f"{RESULTS}/data/lm-eval"] if config["lm_eval"]["local_data"] == "heldout" else []
+    """The task-file directory lm-eval reads: made from held-out text, a configured local directory, or none (hub)."""
+    local = config["lm_eval"]["local_data"]
+    return [f"{RESULTS}/data/lm-eval"] if local == "heldout" else [] if local == "hub" else [local]
 
 
 def diversity_reference():
@@ -258,3 +381,48 @@ def evaluation_results():
         out.append(f"{RESULTS}/eval/diversity/data/{config['diversity']['reference']}.json")
     out.append(rules.latency.output.json)
     return out
+
+
+check_config()
+
+
+# ---------------------------------------------------------------- deleted intermediates
+
+
+def stale_outputs(metadata=Path(".snakemake/metadata")):
+    """Existing outputs whose recorded inputs no longer exist (a deleted samples .npz, eval JSON, an export removed
+    by a failed or interrupted retrain).
+
+    Snakemake treats a missing intermediate file as fine while what was made from it exists ("Nothing to be done"),
+    so a deleted result would never come back and the report would keep summarising the old one. Reading the
+    provenance Snakemake records for every output (the file backend, one JSON per output under
+    .snakemake/metadata, its name the urlsafe base64 of the path in chunks prefixed '@'), these outputs are forced
+    to rerun, which regenerates the missing input first and then everything downstream.
+    """
+    stale = []
+    if not metadata.is_dir():
+        return stale
+    for record in metadata.rglob("*"):
+        if not record.is_file():
+            continue
+        try:
+            path = base64.urlsafe_b64decode("".join(p.lstrip("@") for p in record.relative_to(metadata).parts)).decode()
+            inputs = json.loads(record.read_text()).get("input") or []
+        except (ValueError, OSError):
+            continue
+        if os.path.exists(path) and any(not os.path.exists(i) for i in inputs):
+            stale.append(path)
+    return sorted(stale)
+
+
+STALE = stale_outputs()
+
+
+def force_stale(wildcards):
+    """An input function of every rule (it adds no input): once the DAG exists, force the stale outputs to rerun."""
+    dag = workflow.dag
+    if STALE and dag is not None and not dag.forcefiles.issuperset(STALE):
+        print(f"pysedd workflow: {len(STALE)} output(s) were made from files that no longer exist and will be "
+              f"regenerated: {', '.join(STALE[:4])}{' ...' if len(STALE) > 4 else ''}", file=sys.stderr)
+        dag.forcefiles.update(STALE)
+    return []

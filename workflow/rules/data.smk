@@ -9,7 +9,7 @@ rule prepare_train:
         corpus=canon(config["data"]),
         seq_len=config["seq_len"],
         tokenizer=config["tokenizer"],
-        code=CODE["data"],
+        code=CODE["prepare"],
         args=lambda wc: prepare_args(config["data"]),
     log:
         f"{RESULTS}/logs/data/train.log",
@@ -18,7 +18,7 @@ rule prepare_train:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=240,
+        runtime=runtime_of("prepare_train"),
     shell:
         "{PYSEDD} prepare {params.args} --tokenizer {params.tokenizer} --seq-len {params.seq_len} "
         "--out $(dirname {output.manifest}) --force > {log} 2>&1"
@@ -31,7 +31,7 @@ rule prepare_eval:
         corpus=lambda wc: canon(config["zero_shot"]["datasets"][wc.dataset]),
         seq_len=config["seq_len"],
         tokenizer=config["tokenizer"],
-        code=CODE["data"],
+        code=CODE["prepare"],
         args=lambda wc: prepare_args(config["zero_shot"]["datasets"][wc.dataset]),
     log:
         f"{RESULTS}/logs/data/eval-{{dataset}}.log",
@@ -40,7 +40,7 @@ rule prepare_eval:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=runtime_of("prepare_eval"),
     shell:
         "{PYSEDD} prepare {params.args} --split-name test --tokenizer {params.tokenizer} "
         "--seq-len {params.seq_len} --out $(dirname {output.manifest}) --force > {log} 2>&1"
@@ -49,6 +49,7 @@ rule prepare_eval:
 rule heldout_tasks:
     """lm-eval task files in the built-in tasks' own formats, cut from held-out documents of the training corpus."""
     input:
+        stale_check=force_stale,
         manifest=rules.prepare_train.output.manifest,
     output:
         directory(f"{RESULTS}/data/lm-eval"),
@@ -57,7 +58,7 @@ rule heldout_tasks:
         docs=config["lm_eval"]["heldout_docs"],
         tokenizer=config["tokenizer"],
         seed=config["lm_eval"]["options"]["seed"],
-        code=CODE["data"],
+        code=CODE["heldout_tasks"],
     log:
         f"{RESULTS}/logs/data/lm-eval-tasks.log",
     benchmark:
@@ -65,7 +66,7 @@ rule heldout_tasks:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=runtime_of("heldout_tasks"),
     script:
         "../scripts/heldout_tasks.py"
 
@@ -73,6 +74,7 @@ rule heldout_tasks:
 rule prompts:
     """MAUVE prompts and references: documents of held-out text (or a configured file) as {"text": ...} lines."""
     input:
+        stale_check=force_stale,
         manifest=lambda wc: rules.prepare_train.output.manifest if config["mauve"]["prompts"]["source"] == "heldout" else [],
     output:
         f"{RESULTS}/data/prompts.jsonl",
@@ -80,7 +82,7 @@ rule prompts:
         prompts=canon(config["mauve"]["prompts"]),
         length=config["mauve"]["prompt_len"] + config["mauve"]["gen_len"],
         tokenizer=config["tokenizer"],
-        code=CODE["data"],
+        code=CODE["prompts"],
     log:
         f"{RESULTS}/logs/data/prompts.log",
     benchmark:
@@ -88,6 +90,6 @@ rule prompts:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=runtime_of("prompts"),
     script:
         "../scripts/prompts.py"

@@ -5,6 +5,7 @@ Each writes a JSON result (the report reads these) and a markdown table."""
 
 rule zero_shot:
     input:
+        stale_check=force_stale,
         model=lambda wc: model_input(wc.model),
         data=lambda wc: f"{zero_shot_data(wc.dataset)[0]}/manifest.json",
     output:
@@ -16,15 +17,15 @@ rule zero_shot:
         split=lambda wc: zero_shot_data(wc.dataset)[1],
         options=canon(config["zero_shot"]["options"]),
         args=flags(config["zero_shot"]["options"]),
-        code=CODE["eval"],
+        code=CODE["zero_shot"],
     log:
         f"{RESULTS}/logs/eval/zero-shot/{{model}}/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/eval/zero-shot/{{model}}/{{dataset}}.tsv"
-    threads: 2
+    threads: gpu_threads()
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=runtime_of("zero_shot"),
         gpu=config["gpus_per_job"],
     shell:
         "{PYSEDD} eval zero-shot --model {params.model} --kind {params.kind} --data $(dirname {input.data}) "
@@ -34,6 +35,7 @@ rule zero_shot:
 
 rule lm_eval:
     input:
+        stale_check=force_stale,
         model=lambda wc: model_input(wc.model),
         data=lm_eval_data,
     output:
@@ -46,15 +48,15 @@ rule lm_eval:
         data=lambda wc, input: f"--data-dir {input.data}" if input.data else "",
         options=canon(config["lm_eval"]["options"]),
         args=flags(config["lm_eval"]["options"]),
-        code=CODE["eval"],
+        code=CODE["lm_eval"],
     log:
         f"{RESULTS}/logs/eval/lm-eval/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/eval/lm-eval/{{model}}.tsv"
-    threads: 2
+    threads: gpu_threads()
     resources:
         mem_mb=16000,
-        runtime=240,
+        runtime=runtime_of("lm_eval"),
         gpu=config["gpus_per_job"],
     shell:
         "{PYSEDD} eval lm-eval --model {params.model} --kind {params.kind} --tasks {params.tasks} {params.data} "
@@ -63,6 +65,7 @@ rule lm_eval:
 
 rule gen_ppl:
     input:
+        stale_check=force_stale,
         samples=rules.sample.output,
         judge=model_input(JUDGE),
     output:
@@ -72,15 +75,15 @@ rule gen_ppl:
         judge=judge_path(),
         options=canon(config["gen_ppl"]),
         args=flags(config["gen_ppl"]),
-        code=CODE["eval"],
+        code=CODE["gen_ppl"],
     log:
         f"{RESULTS}/logs/eval/gen-ppl/{{model}}/{{setting}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/eval/gen-ppl/{{model}}/{{setting}}.tsv"
-    threads: 2
+    threads: gpu_threads()
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=runtime_of("gen_ppl"),
         gpu=config["gpus_per_job"],
     shell:
         "{PYSEDD} eval gen-ppl --samples {input.samples} --judge {params.judge} {params.args} "
@@ -89,6 +92,7 @@ rule gen_ppl:
 
 rule diversity:
     input:
+        stale_check=force_stale,
         samples=rules.sample.output,
     output:
         json=f"{RESULTS}/eval/diversity/{{model}}/{{setting}}.json",
@@ -96,7 +100,7 @@ rule diversity:
     params:
         options=config["diversity"]["window"],
         args=flags({k: v for k, v in config["diversity"].items() if k != "reference"}),
-        code=CODE["eval"],
+        code=CODE["diversity"],
     log:
         f"{RESULTS}/logs/eval/diversity/{{model}}/{{setting}}.log",
     benchmark:
@@ -104,7 +108,7 @@ rule diversity:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=runtime_of("diversity"),
     shell:
         "{PYSEDD} eval diversity --samples {input.samples} {params.args} "
         "--out {output.json} --table {output.table} > {log} 2>&1"
@@ -113,6 +117,7 @@ rule diversity:
 rule diversity_data:
     """The diversity of real text (held-out or a zero-shot corpus), the row the samples are compared with."""
     input:
+        stale_check=force_stale,
         manifest=lambda wc: f"{diversity_reference()[0]}/manifest.json",
     output:
         json=f"{RESULTS}/eval/diversity/data/{{reference}}.json",
@@ -121,7 +126,7 @@ rule diversity_data:
         split=lambda wc: diversity_reference()[1],
         options=canon(config["diversity"]),
         args=flags({k: v for k, v in config["diversity"].items() if k != "reference"}),
-        code=CODE["eval"],
+        code=CODE["diversity"],
     log:
         f"{RESULTS}/logs/eval/diversity/data-{{reference}}.log",
     benchmark:
@@ -129,7 +134,7 @@ rule diversity_data:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=runtime_of("diversity_data"),
     shell:
         "{PYSEDD} eval diversity --data $(dirname {input.manifest}) --split {params.split} {params.args} "
         "--out {output.json} --table {output.table} > {log} 2>&1"
@@ -137,6 +142,7 @@ rule diversity_data:
 
 rule mauve:
     input:
+        stale_check=force_stale,
         samples=rules.sample_conditional.output,
         references=rules.prompts.output,
         judge=model_input(JUDGE),
@@ -147,15 +153,15 @@ rule mauve:
         judge=judge_path(),
         options=lambda wc: canon(mauve_options()),
         args=lambda wc: flags(mauve_options()),
-        code=CODE["eval"],
+        code=CODE["mauve"],
     log:
         f"{RESULTS}/logs/eval/mauve/{{model}}/{{setting}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/eval/mauve/{{model}}/{{setting}}.tsv"
-    threads: 2
+    threads: gpu_threads()
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=runtime_of("mauve"),
         gpu=config["gpus_per_job"],
     shell:
         "{PYSEDD} eval mauve --samples {input.samples} --references {input.references} --judge {params.judge} "
@@ -164,6 +170,7 @@ rule mauve:
 
 rule latency:
     input:
+        stale_check=force_stale,
         sedd=latency_model("sedd")[1],
         gpt2=latency_model("gpt2")[1],
     output:
@@ -179,15 +186,15 @@ rule latency:
         gpt2=latency_model("gpt2")[0],
         options=canon(latency_options()),
         args=flags(latency_options()),
-        code=CODE["bench"],
+        code=CODE["latency"],
     log:
         f"{RESULTS}/logs/bench/latency.log",
     benchmark:
         f"{RESULTS}/benchmarks/bench/latency.tsv"
-    threads: 2
+    threads: gpu_threads()
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=runtime_of("latency"),
         gpu=config["gpus_per_job"],
     shell:
         "{PYSEDD} bench latency --sedd {params.sedd} --gpt2 {params.gpt2} {params.args} "

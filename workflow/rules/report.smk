@@ -1,5 +1,6 @@
-"""The report: the paper's tables 1-6 and the latency figure as results/report.md (pysedd report), and the same
-tables as TSV files wrapped in report() so `snakemake --report report.html` shows them with captions."""
+"""The report: the paper's tables 1-6 and the latency figure as results/report.md (pysedd report), the same tables
+as TSV files, and as HTML pages wrapped in report() so `snakemake --report report.html` shows them inline, with
+captions (workflow/report/*.rst, Jinja templates) that state the settings of this config."""
 
 rule models_record:
     """results/models.json: the configured models (kind, role, source) in config order, for the report's rows."""
@@ -18,7 +19,7 @@ rule models_record:
     threads: 1
     resources:
         mem_mb=100,
-        runtime=1,
+        runtime=runtime_of("models_record"),
     run:
         with open(output[0], "w") as f:
             json.dump(params.models, f, indent=2)
@@ -28,14 +29,16 @@ rule models_record:
 
 rule report:
     input:
+        stale_check=force_stale,
         record=rules.models_record.output,
         results=evaluation_results(),
     output:
         markdown=f"{RESULTS}/report.md",
-        tables=[
+        tables=[f"{RESULTS}/report/{name}.tsv" for name in TABLES],
+        pages=[
             report(
-                f"{RESULTS}/report/{name}.tsv",
-                caption=f"../report/{'latency' if name == 'latency' else name}.rst",
+                f"{RESULTS}/report/{name}.html",
+                caption=f"../report/{name}.rst",
                 category="Tables",
                 labels={"table": title},
             )
@@ -50,7 +53,7 @@ rule report:
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=10,
+        runtime=runtime_of("report"),
     shell:
         "{PYSEDD} report --results {RESULTS} --out {output.markdown} --tables-dir $(dirname {output.tables[0]}) "
-        "{input.results} > {log} 2>&1"
+        "{input.results} > {log} 2>&1 && python {workflow.basedir}/workflow/scripts/html_tables.py {output.tables}"

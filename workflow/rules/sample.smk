@@ -4,6 +4,7 @@ diversity, and prompted continuations (SEDD on each canvas, GPT-2 causal) for MA
 
 rule sample:
     input:
+        stale_check=force_stale,
         model=lambda wc: model_input(wc.model),
     output:
         f"{RESULTS}/samples/{{model}}/{{setting}}.npz",
@@ -17,10 +18,10 @@ rule sample:
         f"{RESULTS}/logs/sample/{{model}}/{{setting}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/sample/{{model}}/{{setting}}.tsv"
-    threads: 2
+    threads: gpu_threads()
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=runtime_of("sample"),
         gpu=config["gpus_per_job"],
     shell:
         "{PYSEDD} sample --model {params.model} --kind {params.kind} {params.args} --out {output} > {log} 2>&1"
@@ -28,6 +29,7 @@ rule sample:
 
 rule sample_conditional:
     input:
+        stale_check=force_stale,
         model=lambda wc: model_input(wc.model),
         prompts=rules.prompts.output,
     output:
@@ -42,10 +44,10 @@ rule sample_conditional:
         f"{RESULTS}/logs/sample-conditional/{{model}}/{{setting}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/sample-conditional/{{model}}/{{setting}}.tsv"
-    threads: 2
+    threads: gpu_threads()
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=runtime_of("sample_conditional"),
         gpu=config["gpus_per_job"],
     shell:
         "{PYSEDD} sample --model {params.model} --kind {params.kind} --prompts {input.prompts} {params.args} "
