@@ -196,11 +196,11 @@ def test_rerun_only_what_changed(finished_copy, tmp_path):
     ("csrc/ops_registration.cpp", "\n", "\nstatic int sentinel = 1;\n",
      {"sample": 4, "sample_conditional": 3, "gen_ppl": 4, "diversity": 4, "mauve": 3, "latency": 1, "report": 1,
       "lm_eval": 2, "all": 1}),
-    # `bench latency` loads models through commands/sample.py
-    ("pysedd/commands/sample.py", "def load_sedd(spec: str, device, length: int | None = None):\n",
-     "def load_sedd(spec: str, device, length: int | None = None):\n    SENTINEL = 1\n",
-     {"sample": 4, "sample_conditional": 3, "gen_ppl": 4, "diversity": 4, "mauve": 3, "latency": 1, "report": 1,
-      "all": 1}),
+    # the one model loader: every stage that loads a network (not data, training or the report's own code)
+    ("pysedd/loader.py", "def _load_sedd(location: Location, revision: str | None) -> LoadedModel:\n",
+     "def _load_sedd(location: Location, revision: str | None) -> LoadedModel:\n    SENTINEL = 1\n",
+     {"sample": 4, "sample_conditional": 3, "gen_ppl": 4, "diversity": 4, "diversity_data": 1, "mauve": 3,
+      "zero_shot": 2, "lm_eval": 2, "latency": 1, "report": 1, "all": 1}),
     # the report's own code reruns only the report
     ("pysedd/report.py", "\nimport", "\nSENTINEL = 1\nimport", {"report": 1, "all": 1}),
 ])

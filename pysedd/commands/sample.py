@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..loader import KINDS, detect_kind, load, pick_device
+from ..hub import KINDS
 
 
 def add_parser(subparsers) -> None:
@@ -176,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..ar import ar_sample
     from ..io import atomic_path
+    from ..loader import detect_kind, load, pick_device
     from ..sampling import Conditioning, fhs_sample, pc_sample
 
     check_args(args)
