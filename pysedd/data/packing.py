@@ -117,6 +117,8 @@ def _manifest_problem(manifest) -> str | None:
         if not isinstance(info, dict):
             return f"split {split!r} is not a mapping"
         name, blocks, pages = info.get("file"), info.get("blocks"), info.get("pages_sha256", [])
+        if pages and not (isinstance(info.get("page_bytes"), int) and info["page_bytes"] > 0):
+            return f"split {split!r} has page checksums without a page size"
         if not isinstance(name, str) or Path(name).name != name or name.startswith("."):
             return f"split {split!r} names no plain file in the directory ({name!r})"
         if not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 0:
@@ -130,8 +132,10 @@ def _manifest_problem(manifest) -> str | None:
 def load_manifest(directory: str | os.PathLike) -> dict:
     """The manifest of a complete prepared directory; one clear error when it is missing or malformed."""
     directory = Path(directory)
+    if not directory.exists():
+        raise UserError(f"{directory} is not a prepared dataset (it does not exist); run pysedd prepare")
     if not directory.is_dir():
-        raise UserError(f"{directory} is not a directory made by pysedd prepare")
+        raise UserError(f"{directory} is a file, not a prepared dataset (a directory made by pysedd prepare)")
     path = directory / MANIFEST
     try:
         manifest = json.loads(path.read_text())
@@ -176,8 +180,9 @@ def _check_split_file(directory: Path, manifest: dict, split: str, verify: str) 
         ok = hash_pages(path)[0] == info["sha256"]
     elif verify == "auto":
         chosen = {len(pages) - 1, *random.SystemRandom().sample(range(len(pages)), min(SAMPLED_PAGES, len(pages)))}
+        size = info["page_bytes"]
         with open(path, "rb") as f:
-            ok = all(hashlib.sha256(os.pread(f.fileno(), PAGE_BYTES, i * PAGE_BYTES)).hexdigest() == pages[i]
+            ok = all(hashlib.sha256(os.pread(f.fileno(), size, i * size)).hexdigest() == pages[i]
                      for i in sorted(chosen))
     else:
         ok = True
