@@ -10,6 +10,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -28,6 +29,13 @@ STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EA
 def storage_error_message(exc: OSError) -> str:
     where = f": {exc.filename}" if exc.filename else ""
     return f"{exc.strerror or exc}{where}"
+
+
+def as_storage_error(exc: Exception, path: str | os.PathLike) -> Exception:
+    """Writers that wrap the OS error in their own type (safetensors: "I/O error: ... (os error 28)") as the OSError
+    it describes, so that a full disk reads the same whoever was writing."""
+    found = re.search(r"\(os error (\d+)\)", str(exc)) if not isinstance(exc, OSError) else None
+    return OSError(int(found[1]), os.strerror(int(found[1])), str(path)) if found else exc
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -74,7 +82,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as exc:
+            error = as_storage_error(exc, path)
+            if error is exc:
+                raise
+            raise error from exc
         for f in tmp.rglob("*"):
             if f.is_file():
                 fsync_file(f)

@@ -99,7 +99,8 @@ class _BlockWriter:
             self.content_tokens += len(row)
         n = len(self.pending) // self.seq_len
         if n:
-            np.asarray(self.pending[: n * self.seq_len], dtype=TOKEN_DTYPE).tofile(self.file)
+            # file.write, not ndarray.tofile: a full disk then raises OSError(ENOSPC) rather than an errno-less one
+            self.file.write(np.asarray(self.pending[: n * self.seq_len], dtype=TOKEN_DTYPE).tobytes())
             del self.pending[: n * self.seq_len]
             self.blocks += n
 
