@@ -376,7 +376,7 @@ def test_stale_temporaries_of_killed_writers_are_removed(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_disk_full_during_training_is_one_line_and_a_retry_cleans_up(data_dir, small_disk):
+def test_disk_full_during_training_is_one_line_and_leaves_no_temporaries(data_dir, small_disk):
     directory, limit = small_disk
     cfg = tiny(data_dir, directory / "run", steps=2)
     proc = run_cli(cli_args(cfg), preexec_fn=limit)
