@@ -113,7 +113,7 @@ def tensors(out):
 DETERMINISM_SCRIPT = """
 import sys, torch
 from pysedd.train import TrainConfig, train
-assert torch.get_num_threads() == {threads}
+print(torch.get_num_threads())
 sys.exit(train(TrainConfig(**{options!r})))
 """
 
@@ -122,9 +122,6 @@ sys.exit(train(TrainConfig(**{options!r})))
 def test_two_runs_at_the_default_thread_count_are_bit_identical(tmp_path):
     """The SEDD embedding's backward (index_put with accumulation) sums duplicate tokens in a thread-dependent order
     unless deterministic algorithms are on; 128-token blocks of real text have enough duplicates to show it."""
-    threads = len(os.sched_getaffinity(0))
-    if threads < 2:
-        pytest.skip("one CPU: every thread count is 1")
     data = tmp_path / "demo128"
     prepare_corpus(open_corpus("demo"), data, get_tokenizer(), seq_len=128, progress=False)
     env = {k: v for k, v in ENV.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}  # torch's default
@@ -132,9 +129,11 @@ def test_two_runs_at_the_default_thread_count_are_bit_identical(tmp_path):
     for i in range(2):
         cfg = tiny(data, tmp_path / f"run{i}", hidden_size=64, steps=6, batch_size=8, micro_batch_size=8,
                    ckpt_every=0)
-        script = DETERMINISM_SCRIPT.format(threads=threads, options=cfg.to_dict())
+        script = DETERMINISM_SCRIPT.format(options=cfg.to_dict())
         proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
+        if int(proc.stdout.split()[0]) < 2:
+            pytest.skip("torch's default is one thread here: nothing runs in parallel")
         runs.append(tensors(cfg.out))
     for name in runs[0]:
         for key in runs[0][name]:

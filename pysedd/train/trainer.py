@@ -6,7 +6,7 @@ replays exactly what the uninterrupted run would have done, and N DDP processes 
 process that accumulates the same N micro-batches. On CPU, training runs with torch's deterministic algorithms (the
 backward of SEDD's embedding lookup, an index_put with accumulation, otherwise sums duplicate tokens in an order that
 depends on thread scheduling), so two runs of one command on the same thread count are bit-identical, and so is a
-resumed run. On GPU the data order and random draws are identical, the weights agree within float tolerance.
+resumed run. On GPU the data order and random draws are identical; bit-identical weights are not promised.
 
 The run directory belongs to one trajectory: the settings that change what is computed (`TrainConfig.trajectory`
 plus the identity of the training data) are stored in every checkpoint; a command with other settings is refused
