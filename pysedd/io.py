@@ -103,7 +103,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> None:
-    """Deletes the temporaries `atomic_path` and `atomic_dir` leave when their writer is killed (call under the lock)."""
+    """Deletes the temporaries `atomic_path` and `atomic_dir` leave when their writer is killed (under the lock)."""
     directory = Path(directory)
     if not directory.is_dir():
         return

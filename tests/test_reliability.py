@@ -275,7 +275,7 @@ def test_signal_during_start_up_exits_75_with_a_message(data_dir, tmp_path, sign
     assert not ckpt.list_checkpoints(Path(cfg.out) / "checkpoints")
 
 
-# ---- §9 and issue 13 §1: one trajectory per run directory ------------------------------------------------------------
+# ---- §9 and issue 13 §1: one trajectory per run directory -------------------------------------------------------
 
 def snapshot(out: Path) -> dict:
     return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(out.rglob("*"))
