@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UserError
+from .io import STORAGE_ERRNOS, storage_error_message
 
 COMMAND_MODULES = (
     "pysedd.commands.demo",
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"pysedd: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the user's storage (disk full, read-only, ...), not a bug: one line too
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        print(f"pysedd: error: {storage_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pysedd: interrupted", file=sys.stderr)

@@ -46,7 +46,7 @@ def test_prepare_hand_computed(tmp_path, tok):
     manifest = prepare_corpus(open_corpus(paths=[src]), tmp_path / "out", tok, seq_len=4, progress=False)
     # rows: three "Hello world" (the blank line is no row) → H w E H w E H w E (9 tokens) → 2 blocks, 1 dropped
     stream = (HELLO + [EOS]) * 3
-    ds = PackedDataset(tmp_path / "out", "train", verify="sha256")
+    ds = PackedDataset(tmp_path / "out", "train", verify="full")
     assert len(ds) == 2 and ds.batch([0, 1]).tolist() == [stream[:4], stream[4:8]]
     assert ds[1].dtype == torch.int64
     assert manifest["tokens_total"] == 9 and manifest["tokens_dropped"] == 1 and manifest["rows"] == 3
@@ -106,7 +106,7 @@ def test_killed_prepare_leaves_nothing_complete(tmp_path, tok):
     with pytest.raises(UserError, match="not a prepared dataset"):
         PackedDataset(out)
     prepare_corpus(open_corpus(paths=[src]), out, tok, seq_len=32, progress=False)
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # stale temp files cleaned
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".pysedd.lock"]  # stale temps cleaned
     assert (out / "train.bin").read_bytes() == (tmp_path / "clean" / "train.bin").read_bytes()
 
 
@@ -119,7 +119,7 @@ def test_truncated_bin_is_detected(tmp_path, tok):
         PackedDataset(tmp_path / "o")
     (tmp_path / "o" / "train.bin").write_bytes(data[:-2] + b"\x00\x00")
     with pytest.raises(UserError, match="sha256"):
-        PackedDataset(tmp_path / "o", verify="sha256")
+        PackedDataset(tmp_path / "o", verify="full")
 
 
 # ---- bad inputs --------------------------------------------------------------------------------------------------

@@ -135,7 +135,8 @@ def test_sigterm_from_outside_checkpoints_and_exits_75(data_dir, tmp_path):
     cfg = tiny(data_dir, tmp_path / "run", steps=100_000, ckpt_every=0)
     args = ["train", *[f"--{k.replace('_', '-')}={v}" for k, v in cfg.to_dict().items()
                        if k in ("model", "size", "hidden_size", "n_blocks", "n_heads", "data", "out", "steps",
-                                "batch_size", "micro_batch_size", "ckpt_every", "log_every")], "--no-progress"]
+                                "batch_size", "micro_batch_size", "ckpt_every", "log_every", "lr",
+                                "warmup_steps")], "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "pysedd", *args], env=ENV, stderr=subprocess.PIPE, text=True)
     metrics = Path(cfg.out) / "metrics.jsonl"
     deadline = time.time() + 120

@@ -9,9 +9,12 @@ EXAMPLES = """examples:
   pysedd train --preset cpu-tiny --model gpt2 --data data/demo --out runs/gpt2-tiny
   torchrun --nproc_per_node 8 -m pysedd train --preset paper-small --data data/owt --out runs/sedd-small
 
-Re-running the same command resumes from the newest good checkpoint in --out/checkpoints.
+Re-running the same command resumes from the newest good checkpoint in --out/checkpoints, also with another
+--steps (a larger one continues the run), cadence, device or number of processes. Other model, optimizer, data or
+seed settings are refused (the run is left untouched) unless --supersede moves the old run into
+--out/superseded-<UTC time>/.
 exit codes: 0 done, 2 bad input, 3 NaN/inf loss (last good checkpoint kept),
-            75 stopped by SIGTERM/SIGUSR1 after writing a checkpoint (run again to resume)
+            75 stopped by SIGTERM/SIGUSR1 (after writing a checkpoint, or during start-up): run again to resume
 """
 
 # flags that map one-to-one onto TrainConfig fields: (flag, type, help)
@@ -42,6 +45,7 @@ FIELDS = [
     ("keep_last", int, "checkpoints to keep"),
     ("device", str, "auto, cpu, cuda or cuda:N"),
     ("precision", str, "auto (bf16 on GPU), bf16 or fp32"),
+    ("verify_data", str, "auto (sha256 of data files up to 1 GiB, sampled pages of larger ones), full or size"),
 ]
 
 
@@ -59,6 +63,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--plain-loss", dest="fused_loss", action="store_false", default=None,
                    help="SEDD: materialise the [B, L, V] scores instead of the fused absorb loss (same values)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    p.add_argument("--supersede", action="store_true", default=None,
+                   help="if --out holds a run with other model/optimizer/data/seed settings, move it aside into "
+                   "--out/superseded-<UTC time>/ and start afresh (default: refuse)")
     p.set_defaults(func=run)
 
 
@@ -70,13 +77,19 @@ def config_from_args(args):
     if args.config:
         options.update(read_options(args.config))
     options.update({name: getattr(args, name) for name, _, _ in FIELDS if getattr(args, name) is not None})
-    for switch in ("progress", "fused_loss"):
+    for switch in ("progress", "fused_loss", "supersede"):
         if getattr(args, switch) is not None:
             options[switch] = getattr(args, switch)
     return TrainConfig.from_dict(options)
 
 
 def run(args) -> int:
-    from pysedd.train import train
+    from pysedd.train.trainer import StopRequest
 
-    return train(config_from_args(args))
+    stop = StopRequest()  # first: a SIGTERM/SIGUSR1 while data and model load is answered, not fatal
+    try:
+        from pysedd.train import train
+
+        return train(config_from_args(args), stop)
+    finally:
+        stop.restore()

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator
 
 from pysedd.data.detokenize import detokenizer_for
 from pysedd.errors import UserError
-from pysedd.io import sha256_file
+from pysedd.io import require_file, sha256_file
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,7 @@ def file_rows(path: str | Path, line_format: str = "lines", field: str = "text")
     'stripped-lines' (each line stripped, as the hub PTB/1BW builders did) or 'jsonl' (field ``field`` of each line).
     A .jsonl suffix always means 'jsonl'.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"corpus file {path} does not exist")
+    path = require_file(path, "corpus file")
     if path.suffix == ".jsonl" or line_format == "jsonl":
         yield from _jsonl_rows(path, field)
         return
@@ -172,8 +170,7 @@ def open_corpus(
         spec = CORPORA.get(name) if name else None
         fmt = line_format or (spec.line_format if spec else "lines")
         for p in paths:
-            if not p.is_file():
-                raise UserError(f"corpus file {p} does not exist")
+            require_file(p, "corpus file")
         source.update(kind="files", line_format=fmt, field=field,
                       files={str(p): sha256_file(p) for p in paths})
         rows = (row for p in paths for row in file_rows(p, fmt, field))

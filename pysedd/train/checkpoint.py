@@ -1,15 +1,16 @@
 """Training checkpoints that survive kill -9: tensors in safetensors files, everything else in JSON, no pickles.
 
 A checkpoint is a directory ``step_<step:08d>/`` holding model/ema/optimizer/rng ``.safetensors`` files and
-``state.json`` (step, data position, optimizer hyper-parameters, scheduler, numpy/python RNG, config, and the sha256
-of every tensor file). It is assembled in a hidden temporary directory, fsynced, and renamed into place, so a visible
-checkpoint is complete; the checksums catch later truncation or bit rot, and ``load_latest`` then falls back to the
+``state.json`` (step, data position, optimizer hyper-parameters, scheduler, numpy/python RNG, config, the sha256
+of every tensor file, and the sha256 of state.json's own other contents). It is assembled in a hidden temporary
+directory, fsynced, and renamed into place (``pysedd.io.atomic_dir``), so a visible checkpoint is complete; the
+checksums catch later truncation or bit rot anywhere, state.json included, and ``load_latest`` then falls back to the
 previous good checkpoint with a warning.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import random
 import shutil
 import warnings
@@ -19,23 +20,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from pysedd.io import sha256_file
+from pysedd.io import atomic_dir, fsync_file, remove_stale_temps, sha256_file
 
 
 PREFIX = "step_"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
@@ -85,6 +73,12 @@ def _optimizer_join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
+def _state_digest(state: dict) -> str:
+    """sha256 of state.json's contents other than this digest (canonical JSON: key order does not matter)."""
+    rest = {k: v for k, v in state.items() if k != "state_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
 def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, ema, optimizer, scheduler,
                     extra: dict) -> Path:
     """Writes ``directory/step_<step>`` atomically and returns its path (an existing valid one is kept as is)."""
@@ -92,51 +86,62 @@ def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, ema, opt
     final = directory / f"{PREFIX}{step:08d}"
     if final.exists() and verify(final) is not None:
         return final
-    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    opt_tensors, opt_meta = _optimizer_split(optimizer)
-    rng_tensors, rng_json = rng_state()
-    ema_sd = ema.state_dict()
-    save_model(model, str(tmp / "model.safetensors"))
-    save_file({str(i): t.contiguous() for i, t in enumerate(ema_sd["shadow_params"])}, str(tmp / "ema.safetensors"))
-    save_file({k: v.contiguous() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
-    save_file(rng_tensors, str(tmp / "rng.safetensors"))
-    files = {}
-    for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors"):
-        _fsync(tmp / name)
-        files[name] = sha256_file(tmp / name)
-    state = {
-        "step": step,
-        "files": files,
-        "ema": {"decay": ema_sd["decay"], "num_updates": ema_sd["num_updates"]},
-        "optimizer": opt_meta,
-        "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
-        "rng": rng_json,
-        **extra,
-    }
-    with open(tmp / "state.json", "w") as f:
-        json.dump(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    fsync_dir(tmp)
-    if final.exists():  # an invalid leftover of the same step
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    fsync_dir(directory)
+    with atomic_dir(final) as tmp:  # a failure (disk full, ...) removes the temporary directory
+        opt_tensors, opt_meta = _optimizer_split(optimizer)
+        rng_tensors, rng_json = rng_state()
+        ema_sd = ema.state_dict()
+        save_model(model, str(tmp / "model.safetensors"))
+        save_file({str(i): t.contiguous() for i, t in enumerate(ema_sd["shadow_params"])},
+                  str(tmp / "ema.safetensors"))
+        save_file({k: v.contiguous() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
+        save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        files = {}
+        for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors"):
+            fsync_file(tmp / name)
+            files[name] = sha256_file(tmp / name)
+        state = {
+            "step": step,
+            "files": files,
+            "ema": {"decay": ema_sd["decay"], "num_updates": ema_sd["num_updates"]},
+            "optimizer": opt_meta,
+            "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
+            "rng": rng_json,
+            **extra,
+        }
+        state["state_sha256"] = _state_digest(state)
+        (tmp / "state.json").write_text(json.dumps(state))
     return final
 
 
-def verify(path: Path) -> dict | None:
-    """The parsed state.json when every file of the checkpoint matches its checksum, else None."""
+def _read_state(path: Path) -> dict | None:
+    """state.json of a checkpoint directory when it matches its own checksum and the directory's step, else None."""
     try:
         state = json.loads((path / "state.json").read_text())
-        files = state["files"]
-        if not all(sha256_file(path / name) == digest for name, digest in files.items()):
+        if state.get("state_sha256") != _state_digest(state) or f"{PREFIX}{state['step']:08d}" != path.name:
             return None
         return state
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def verify(path: Path) -> dict | None:
+    """The parsed state.json when it and every file of the checkpoint match their checksums, else None."""
+    state = _read_state(path)
+    try:
+        if state is None or not all(sha256_file(path / name) == digest for name, digest in state["files"].items()):
+            return None
+        return state
+    except (OSError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def stored_trajectory(directory: Path) -> dict | None:
+    """The trajectory settings the newest checkpoint with an intact state.json records; None without checkpoints."""
+    for path in list_checkpoints(directory):
+        state = _read_state(path)
+        if state is not None:
+            return state.get("trajectory", {})
+    return None
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -151,8 +156,7 @@ def prune(directory: Path, keep_last: int) -> None:
     """Deletes all but the newest ``keep_last`` checkpoints and stale temporary directories."""
     for old in list_checkpoints(directory)[keep_last:]:
         shutil.rmtree(old, ignore_errors=True)
-    for tmp in directory.glob(f".{PREFIX}*.tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale_temps(directory)
 
 
 def load_latest(directory: Path, model, ema, optimizer, scheduler, device: torch.device) -> dict | None:

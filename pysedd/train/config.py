@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from pysedd.errors import UserError
+from pysedd.io import require_file
 from pysedd.config import dataclass_from_dict
 
 MODELS = ("sedd", "gpt2")
+TRAJECTORY_FIELDS = ("model", "size", "graph", "noise", "dropout", "hidden_size", "n_blocks", "n_heads", "init_from",
+                     "train_split", "batch_size", "lr", "betas", "eps", "weight_decay", "warmup_steps", "grad_clip",
+                     "ema_decay", "seed", "precision")
 
 
 @dataclass
@@ -51,10 +57,35 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     progress: bool = True
+    verify_data: str = "auto"  # auto (sha256 of small files, sampled pages of large ones) | full | size
+    supersede: bool = False  # move a run of other trajectory settings in `out` aside instead of refusing
 
     def __post_init__(self):
+        self._check_types()
         self.betas = tuple(self.betas)
         self.validate()
+
+    def _check_types(self) -> None:
+        """Every field holds its annotated type (an int where an int belongs: `steps: ten` or `log_every: 1.5` are
+        errors, not surprises later); ints are accepted for floats and become floats."""
+        for name, hint in typing.get_type_hints(TrainConfig).items():
+            value = getattr(self, name)
+            optional = typing.get_origin(hint) in (typing.Union, types.UnionType)  # `int | None`
+            if optional and value is None:
+                continue
+            kind = typing.get_args(hint)[0] if optional else hint
+            if typing.get_origin(kind) is tuple:  # betas
+                if not (isinstance(value, (list, tuple)) and len(value) == 2
+                        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                    raise UserError(f"{name} must be two numbers, got {value!r}")
+                setattr(self, name, tuple(float(v) for v in value))
+            elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, float(value))
+            elif kind is float and isinstance(value, str):
+                raise UserError(f"{name} must be a number, got the text {value!r} (YAML reads 3e-4 as text: "
+                                "write 3.0e-4)")
+            elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise UserError(f"{name} must be {'an' if kind is int else 'a'} {kind.__name__}, got {value!r}")
 
     def validate(self) -> None:
         if self.model not in MODELS:
@@ -73,6 +104,20 @@ class TrainConfig:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.lr > 0 and self.grad_clip > 0 and 0 <= self.ema_decay < 1):
             raise UserError("lr and grad_clip must be positive and ema_decay in [0, 1)")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise UserError(f"betas must both be in [0, 1) (AdamW's moment decays), got {list(self.betas)}")
+        if not (self.eps > 0 and self.weight_decay >= 0):
+            raise UserError("eps must be positive and weight_decay >= 0")
+        if self.verify_data not in ("auto", "full", "size"):
+            raise UserError(f"verify_data must be auto, full or size, got {self.verify_data!r}")
+
+    def trajectory(self) -> dict:
+        """The settings that decide what training computes (with the data's identity, which the trainer adds): a run
+        directory resumes only under the same ones. Not among them: steps (a larger one continues the run), logging,
+        evaluation and checkpoint cadence, device, number of processes and micro-batch size, and the fused/plain
+        loss (the same sums in another float order)."""
+        return {name: (list(v) if isinstance(v, tuple) else v)
+                for name in TRAJECTORY_FIELDS for v in [getattr(self, name)]}
 
     def model_overrides(self) -> dict:
         """The ModelConfig fields this config changes relative to the size preset."""
@@ -121,10 +166,11 @@ def preset_options(name: str) -> dict:
 
 def read_options(path: str | Path) -> dict:
     """The options in a .json or .yaml/.yml file: a flat mapping of TrainConfig fields (``preset:`` picks a base)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist")
-    text = path.read_text()
+    path = require_file(path, "config file")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 

@@ -2,8 +2,17 @@
 
 Reproducibility: the data order (a seeded permutation per epoch) and all the randomness of a micro-batch (diffusion
 time, noising, dropout) are pure functions of (seed, step, micro-batch index). So a run resumed from a checkpoint
-replays exactly what the uninterrupted run would have done (bit-identical on CPU), and N DDP processes see the same
-samples and noise as one process that accumulates the same N micro-batches.
+replays exactly what the uninterrupted run would have done, and N DDP processes see the same samples and noise as one
+process that accumulates the same N micro-batches. On CPU, training runs with torch's deterministic algorithms (the
+backward of SEDD's embedding lookup, an index_put with accumulation, otherwise sums duplicate tokens in an order that
+depends on thread scheduling), so two runs of one command on the same thread count are bit-identical, and so is a
+resumed run. On GPU the data order and random draws are identical; bit-identical weights are not promised.
+
+The run directory belongs to one trajectory: the settings that change what is computed (`TrainConfig.trajectory`
+plus the identity of the training data) are stored in every checkpoint; a command with other settings is refused
+before it writes anything, unless ``supersede`` moves the old run aside (never deleted). Options that do not change
+the trajectory (steps, logging and checkpoint cadence, device, processes) may differ between attempts: a larger
+``steps`` continues the run.
 
 Exit codes: 0 finished, 2 bad input, EXIT_NONFINITE (3) NaN/inf loss or gradient (the last good checkpoint is kept),
 EXIT_PREEMPTED (75, EX_TEMPFAIL) stopped by SIGTERM/SIGUSR1 after checkpointing: run the same command again to resume.
@@ -15,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -23,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pysedd.io import atomic_write_text
+from pysedd.io import LOCK_NAME, DirLock, atomic_dir, atomic_write_text, remove_stale_temps
 from pysedd.data import PackedDataset
 from pysedd.errors import UserError
 from pysedd.train import checkpoint as ckpt
@@ -115,8 +125,11 @@ class _Distributed:
             dist.destroy_process_group()
 
 
-class _StopRequest:
-    """Remembers SIGTERM/SIGUSR1 so that the trainer finishes the current step, checkpoints and exits."""
+class StopRequest:
+    """Remembers SIGTERM/SIGUSR1 so that the trainer finishes the current step, checkpoints and exits.
+
+    `pysedd train` installs it before anything slow (data, model build, resume), so a signal during start-up is
+    answered too: exit 75 before the first step, with nothing to checkpoint."""
 
     def __init__(self):
         self.signal = None
@@ -174,21 +187,47 @@ def _json_step(line: str) -> int | None:
         return None
 
 
+def _describe_differences(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, stop: StopRequest | None = None):
         self.cfg = cfg
+        self.stop = stop
         self.dist = _Distributed(cfg.device)
         self.out = Path(cfg.out)
+        self.lock = DirLock(self.out) if self.dist.main else None  # one writer per run directory
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Releases the run directory (the lock also goes when the process dies)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _setup(self) -> None:
+        cfg = self.cfg
         if not cfg.data:
             raise UserError("no training data: pass --data DIR (made by `pysedd prepare`)")
-        self.train_data = PackedDataset(cfg.data, cfg.train_split)
+        self.train_data = PackedDataset(cfg.data, cfg.train_split, verify=cfg.verify_data)
         self.seq_len = self.train_data.seq_len
         self.val_data = None
         if cfg.eval_every:
             if cfg.val_split not in self.train_data.manifest["splits"]:
                 raise UserError(f"eval_every is set but {cfg.data} has no split {cfg.val_split!r}")
-            self.val_data = PackedDataset(cfg.data, cfg.val_split)
+            self.val_data = PackedDataset(cfg.data, cfg.val_split, verify=cfg.verify_data)
         self.micro, self.accum = cfg.accumulation(self.dist.world)
+        split = self.train_data.manifest["splits"][cfg.train_split]
+        self.trajectory = {**cfg.trajectory(), "data_sha256": split["sha256"], "seq_len": self.seq_len}
+        if self.dist.main:
+            self._claim_run_dir()
+        self.dist.barrier()  # the other ranks read checkpoints only once rank 0 has claimed the run directory
         self.order = SampleOrder(len(self.train_data), cfg.seed)
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -204,18 +243,37 @@ class Trainer:
         self.autocast = (lambda: torch.autocast(self.dist.device.type, dtype=torch.bfloat16)) if bf16 \
             else contextlib.nullcontext
 
-    # -- checkpoints ------------------------------------------------------------------------------------------------
+    # -- the run directory and checkpoints ----------------------------------------------------------------------------
     @property
     def ckpt_dir(self) -> Path:
         return self.out / "checkpoints"
+
+    def _claim_run_dir(self) -> None:
+        """Removes what a killed writer left, and refuses (or, with ``supersede``, moves aside) a run of another
+        trajectory, before anything in the run directory is written."""
+        remove_stale_temps(self.out)
+        remove_stale_temps(self.ckpt_dir)
+        stored = ckpt.stored_trajectory(self.ckpt_dir)
+        if stored is None or stored == self.trajectory:
+            return
+        if not self.cfg.supersede:
+            changed = _describe_differences(stored, self.trajectory)
+            raise UserError(f"{self.out} holds a run with other settings ({changed}); use another --out, or "
+                            "--supersede to move that run aside and start afresh")
+        aside = self.out / time.strftime("superseded-%Y%m%dT%H%M%SZ", time.gmtime())
+        aside.mkdir()
+        for entry in sorted(self.out.iterdir()):
+            if entry.name != LOCK_NAME and not entry.name.startswith("superseded-"):
+                os.rename(entry, aside / entry.name)
+        print(f"pysedd train: moved the run with other settings aside into {aside}", file=sys.stderr)
 
     def resume(self) -> None:
         state = ckpt.load_latest(self.ckpt_dir, self.model, self.ema, self.optimizer, self.scheduler,
                                  self.dist.device)
         if state is None:
             return
-        if state["samples_seen"] != state["step"] * self.cfg.batch_size or state["seed"] != self.cfg.seed:
-            raise UserError(f"{state['path']} was written with a different batch_size or seed; use a new --out")
+        if state.get("trajectory") != self.trajectory:  # claimed at start-up; a guard against mixing runs
+            raise UserError(f"{state['path']} belongs to a run with other settings; use another --out or --supersede")
         self.step = state["step"]
         if self.dist.main:
             print(f"pysedd train: resumed from {state['path']} (step {self.step})", file=sys.stderr)
@@ -223,24 +281,31 @@ class Trainer:
     def save(self) -> None:
         if self.dist.main:
             extra = {"samples_seen": self.step * self.cfg.batch_size, "seed": self.cfg.seed,
-                     "world_size": self.dist.world, "seq_len": self.seq_len, "config": self.cfg.to_dict()}
+                     "world_size": self.dist.world, "seq_len": self.seq_len, "config": self.cfg.to_dict(),
+                     "trajectory": self.trajectory}
             ckpt.save_checkpoint(self.ckpt_dir, self.step, self.model, self.ema, self.optimizer, self.scheduler,
                                  extra)
             ckpt.prune(self.ckpt_dir, self.cfg.keep_last)
         self.dist.barrier()
 
-    def export(self) -> Path:
-        """The EMA weights in from_pretrained format (SEDD.save_pretrained / GPT2 save_pretrained + tokenizer)."""
-        path = self.out / "export"
-        if self.dist.main:
-            with self.ema.swapped_in():
-                self.objective.save_pretrained(path)
-            if self.cfg.model == "gpt2":
-                from pysedd.tokenizer import get_tokenizer
+    @property
+    def export_dir(self) -> Path:
+        return self.out / "export"
 
-                get_tokenizer().as_transformers_tokenizer().save_pretrained(path)
+    def export(self) -> Path:
+        """The EMA weights in from_pretrained format (SEDD.save_pretrained / GPT2 save_pretrained + tokenizer),
+        written into a temporary directory renamed onto export/ when complete: export/ exists only once training has
+        finished and everything in it is written."""
+        if self.dist.main:
+            with atomic_dir(self.export_dir) as tmp:
+                with self.ema.swapped_in():
+                    self.objective.save_pretrained(tmp)
+                if self.cfg.model == "gpt2":
+                    from pysedd.tokenizer import get_tokenizer
+
+                    get_tokenizer().as_transformers_tokenizer().save_pretrained(tmp)
         self.dist.barrier()
-        return path
+        return self.export_dir
 
     # -- one optimizer step -----------------------------------------------------------------------------------------
     def _micro_batch(self, step: int, m: int) -> torch.Tensor:
@@ -297,19 +362,37 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def fit(self) -> int:
+        stop = self.stop if self.stop is not None else StopRequest()
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        try:
+            if self.dist.device.type == "cpu":
+                torch.use_deterministic_algorithms(True)
+            return self._fit(stop)
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
+            if self.stop is None:
+                stop.restore()
+
+    def _fit(self, stop: StopRequest) -> int:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
         if self.dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         self.resume()
+        if self.dist.any(stop.signal is not None):
+            if self.dist.main:
+                print(f"pysedd train: stop signal received during start-up, before the first step: nothing to "
+                      f"checkpoint, exit code {EXIT_PREEMPTED} (run again to resume)", file=sys.stderr)
+            return EXIT_PREEMPTED
+        if self.dist.main and self.step < cfg.steps and self.export_dir.exists():
+            shutil.rmtree(self.export_dir)  # the export of a shorter run: this one is not finished yet
+            print(f"pysedd train: removed {self.export_dir} of the run that ended at fewer steps", file=sys.stderr)
         wrapped = self.objective
         if self.dist.world > 1:
             wrapped = torch.nn.parallel.DistributedDataParallel(
                 self.objective, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None)
         metrics = _Metrics(self.out, self.step, self.dist.main)
-        stop = _StopRequest()
         tokens_per_step = cfg.batch_size * self.seq_len
         bar = tqdm(total=cfg.steps, initial=self.step, unit="step", disable=not (cfg.progress and self.dist.main),
                    dynamic_ncols=True)
@@ -348,17 +431,18 @@ class Trainer:
             return 0
         finally:
             bar.close()
-            stop.restore()
             metrics.close()
 
     def _scored_tokens(self) -> int:
         return self.seq_len if self.cfg.model == "sedd" else self.seq_len - 1
 
 
-def train(cfg: TrainConfig) -> int:
-    """Trains (resuming from ``cfg.out/checkpoints`` when possible); returns the exit code."""
-    trainer = Trainer(cfg)
+def train(cfg: TrainConfig, stop: StopRequest | None = None) -> int:
+    """Trains (resuming from ``cfg.out/checkpoints`` when possible); returns the exit code. ``stop``: handlers the
+    caller installed earlier (the command line does so before its slow imports)."""
+    trainer = Trainer(cfg, stop)
     try:
         return trainer.fit()
     finally:
+        trainer.close()
         trainer.dist.close()
