@@ -308,6 +308,18 @@ def test_code_cadence_and_longer_steps_continue_the_run(data_dir, tmp_path, caps
     assert (Path(cfg.out) / "export" / "model.safetensors").is_file()
 
 
+def test_fewer_steps_than_the_run_holds_is_refused(data_dir, tmp_path, capsys):
+    """A run at step 4 is not the 2-step model: resuming it would export 4 steps of training under steps=2."""
+    cfg = tiny(data_dir, tmp_path / "run", steps=4)
+    assert main(cli_args(cfg)) == 0
+    before = snapshot(Path(cfg.out))
+    assert main(cli_args(tiny(data_dir, cfg.out, steps=2))) == 2
+    assert "it is at step 4, past steps 2" in last_error(capsys)
+    assert snapshot(Path(cfg.out)) == before
+    assert main(cli_args(tiny(data_dir, cfg.out, steps=2), "--supersede")) == 0
+    assert ckpt.stored_run(Path(cfg.out) / "checkpoints")[1] == 2
+
+
 def test_supersede_moves_the_old_run_aside(data_dir, tmp_path, capsys):
     cfg = tiny(data_dir, tmp_path / "run", steps=2)
     assert main(cli_args(cfg)) == 0
@@ -317,7 +329,7 @@ def test_supersede_moves_the_old_run_aside(data_dir, tmp_path, capsys):
     aside = [p for p in out.iterdir() if p.name.startswith("superseded-")]
     assert len(aside) == 1 and "moved the run with other settings aside" in capsys.readouterr().err
     assert snapshot(aside[0]) == old  # every file of the old run, unchanged (renamed, never deleted)
-    assert ckpt.stored_trajectory(out / "checkpoints")["seed"] == 7
+    assert ckpt.stored_run(out / "checkpoints")[0]["seed"] == 7
 
 
 # ---- §10 two writers ------------------------------------------------------------------------------------------------

@@ -135,12 +135,12 @@ def verify(path: Path) -> dict | None:
         return None
 
 
-def stored_trajectory(directory: Path) -> dict | None:
-    """The trajectory settings the newest checkpoint with an intact state.json records; None without checkpoints."""
+def stored_run(directory: Path) -> tuple[dict, int] | None:
+    """(trajectory settings, step) of the newest checkpoint with an intact state.json; None without checkpoints."""
     for path in list_checkpoints(directory):
         state = _read_state(path)
         if state is not None:
-            return state.get("trajectory", {})
+            return state.get("trajectory", {}), int(state.get("step", 0))
     return None
 
 

@@ -253,11 +253,15 @@ class Trainer:
         trajectory, before anything in the run directory is written."""
         remove_stale_temps(self.out)
         remove_stale_temps(self.ckpt_dir)
-        stored = ckpt.stored_trajectory(self.ckpt_dir)
-        if stored is None or stored == self.trajectory:
+        stored = ckpt.stored_run(self.ckpt_dir)
+        if stored is None:
+            return
+        trajectory, step = stored
+        if trajectory == self.trajectory and step <= self.cfg.steps:
             return
         if not self.cfg.supersede:
-            changed = _describe_differences(stored, self.trajectory)
+            changed = (_describe_differences(trajectory, self.trajectory) if trajectory != self.trajectory
+                       else f"it is at step {step}, past steps {self.cfg.steps}")
             raise UserError(f"{self.out} holds a run with other settings ({changed}); use another --out, or "
                             "--supersede to move that run aside and start afresh")
         aside = self.out / time.strftime("superseded-%Y%m%dT%H%M%SZ", time.gmtime())

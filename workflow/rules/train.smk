@@ -8,7 +8,8 @@ What reruns training: only the settings that change the trajectory (`trajectory_
 the tokenised data. Code edits, logging/checkpoint/eval cadence, `nproc` and the device do not; a longer `steps`
 continues the run from its last checkpoint. The run directory is deliberately NOT a declared output (Snakemake
 deletes outputs before a job starts) and the workflow never deletes checkpoints: `pysedd train` decides whether the
-checkpoints there belong to the same trajectory, resumes them, or refuses with a message and moves them aside.
+checkpoints there belong to the same trajectory and resumes them; a run of other settings (or one already past
+`steps`) is moved aside into `run/superseded-<UTC time>/` (`--supersede`), never deleted.
 
 Preemption and time limits: `pysedd train` checkpoints and exits with code 75 on SIGTERM/SIGUSR1. Inside a SLURM
 job the trainer runs under `timeout --signal TERM` ending five minutes before the job's time limit (SIGTERM, because
@@ -45,7 +46,7 @@ def train_script(wc, output, input, log, resources):
         if [ -n "${{SLURM_JOB_ID:-}}" ]; then budget="timeout --preserve-status --signal TERM --kill-after 600 {budget}"; fi
         rc=0
         $budget {train_launcher(wc)} train --model {MODELS[wc.model]['kind']} {args} \\
-            --data $(dirname {input.manifest}) --out $run --no-progress || rc=$?
+            --data $(dirname {input.manifest}) --out $run --supersede --no-progress || rc=$?
         sleep 1; kill $tailer 2>/dev/null || true
         echo "=== attempt ended with exit code $rc"
         if [ $rc = 75 ] && [ -n "${{SLURM_JOB_ID:-}}" ]; then
