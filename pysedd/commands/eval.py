@@ -86,7 +86,12 @@ def add_parser(subparsers) -> None:
     h.add_argument("--task-file", action="append", metavar="TASK=PATH", help="a local data file for one task (repeatable)")
     h.add_argument("--n-samples", "--mc-samples", type=int, default=256, help="SEDD: MC draws of t per request (default 256)")
     h.add_argument("--seed", type=int, default=0, help="base seed (each request derives its own)")
-    h.add_argument("--batch-size", type=int, default=16)
+    h.add_argument("--batch-size", type=int, default=4,
+                   help="requests per batch, lm-eval's batch size (SEDD: at most batch-size x mc-batch-size rows per forward)")
+    h.add_argument("--mc-batch-size", type=int, default=16, help="SEDD: MC draws of one request per forward (default 16)")
+    h.add_argument("--eos-framing", choices=["both", "none"], default="both",
+                   help="SEDD: 'both' scores [EOS]+context ++ continuation+[EOS] (default); 'none' scores context ++ "
+                   "continuation, the framing lm-eval's hf model gives GPT-2")
     h.add_argument("--limit", type=float, help="documents per task (an int, or a fraction < 1)")
     h.add_argument("--num-fewshot", type=int, default=0)
     h.add_argument("--no-greedy", action="store_true", help="SEDD: skip the greedy pass (is_greedy=False everywhere)")
@@ -219,23 +224,24 @@ def run_lm_eval(args) -> int:
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
     lm = load_model(args.model, args.kind, _device(args))
     shards = Path(str(args.out) + ".shards")
+    for name in ("batch_size", "mc_batch_size", "n_samples"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     settings = {"tasks": args.tasks, "n_samples": args.n_samples, "seed": args.seed, "batch_size": args.batch_size,
                 "limit": limit, "num_fewshot": args.num_fewshot, "greedy": not args.no_greedy,
-                "bootstrap_iters": args.bootstrap_iters}
+                "bootstrap_iters": args.bootstrap_iters, "mc_batch_size": args.mc_batch_size,
+                "eos_framing": args.eos_framing}
     cache = None
-    if not args.no_resume:  # lm-eval's sqlite request cache: a rerun skips every request already answered
-        shards.mkdir(parents=True, exist_ok=True)
+    if not args.no_resume:  # pysedd's JSON request cache: a rerun skips every request already answered
         cache = str(shards / f"requests-{settings_hash({**settings, 'model': lm.fingerprint})}")
     out = harness.run_lm_eval(lm, args.tasks, data_files=files, cache_dir=str(shards / "tasks"),
-                              n_samples=args.n_samples, seed=args.seed, batch_size=args.batch_size, limit=limit,
-                              num_fewshot=args.num_fewshot, greedy=not args.no_greedy,
+                              n_samples=args.n_samples, seed=args.seed, batch_size=args.batch_size,
+                              mc_batch_size=args.mc_batch_size, limit=limit, num_fewshot=args.num_fewshot,
+                              greedy=not args.no_greedy, eos_framing=args.eos_framing,
                               bootstrap_iters=args.bootstrap_iters, request_cache=cache)
     metrics = harness.task_metrics(out["lm_eval"])
     pysedd_info = {"evaluation": "lm-eval", "model": _model_info(lm), "settings": settings, "tasks": out["tasks"],
-                   "metrics": metrics,
-                   "likelihood": ("SEDD: -(conditional NELBO of tok(continuation)+EOS given EOS+tok(context)), "
-                                  "seed derived from --seed and the context" if lm.kind == "sedd"
-                                  else "GPT-2 exact, lm-eval's hf model")}
+                   "metrics": metrics, "likelihood": out["protocol"]["likelihood"], "protocol": out["protocol"]}
     result = {**out["lm_eval"], "pysedd": pysedd_info}
     return _finish(args, result, harness.table([(lm.source, metrics)]))
 
