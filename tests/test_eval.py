@@ -204,6 +204,26 @@ def test_bad_samples_give_one_line_errors(tiny_gpt2_dir, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["gen-ppl", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["gen-ppl", "--limit", "0"], "--limit must be >= 1, got 0"),
+    (["diversity", "--window", "0"], "--window must be >= 1, got 0"),
+    (["diversity", "--distinct-n", "2", "0"], "--distinct-n must be >= 1"),
+    (["zero-shot", "--datasets", "nosuchds"], "unknown corpus 'nosuchds'"),
+])
+def test_eval_bad_numbers_and_names_give_one_line(args, message, tiny_gpt2_dir, tokenizer, tmp_path, capsys):
+    """Each is refused before any model is loaded or work is done: one line, exit 2, naming the problem."""
+    path = tmp_path / "samples.npz"
+    np.savez(path, samples=np.array([tokenizer.encode(TEXT)[:16]], dtype=np.int64))
+    where = {"gen-ppl": ["--samples", str(path), "--judge", str(tiny_gpt2_dir)], "diversity": ["--samples", str(path)],
+             "zero-shot": ["--model", str(tiny_gpt2_dir), "--seq-len", "100000"]}[args[0]]
+    out = tmp_path / "out.json"
+    assert main(["eval", *args, *where, "--out", str(out), "--quiet", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pysedd: error:") and message in err[0]
+    assert not out.exists()
+
+
 def test_load_samples_reads_meta(tmp_path):
     path = tmp_path / "s.npz"
     np.savez(path, samples=np.arange(8).reshape(2, 4), meta=json.dumps({"sampler": "analytic"}))

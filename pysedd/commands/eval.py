@@ -156,6 +156,14 @@ def _device(args) -> str:
     return args.device or default_device()
 
 
+def _at_least(args, low: int, *names: str) -> None:
+    """Each named option, when given, is an integer >= low."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+
+
 def _model_info(lm) -> dict:
     return {"kind": lm.kind, "source": lm.source, "fingerprint": lm.fingerprint, "max_length": lm.max_length, **lm.extra}
 
@@ -184,6 +192,11 @@ def run_zero_shot(args) -> int:
                                           limit=args.limit, shard_size=args.shard_size, chunking=args.chunking)
     if args.data and files:
         raise UserError("give either --data (a prepared directory) or --data-file, not both")
+    if not args.data:  # name an unknown dataset before anything else is checked or loaded
+        from ..data.corpora import canonical_name
+
+        for name in args.datasets:
+            canonical_name(name)
     if args.data:
         from ..data import read_manifest
 
@@ -224,9 +237,7 @@ def run_lm_eval(args) -> int:
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
     lm = load_model(args.model, args.kind, _device(args))
     shards = Path(str(args.out) + ".shards")
-    for name in ("batch_size", "mc_batch_size", "n_samples"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    _at_least(args, 1, "batch_size", "mc_batch_size", "n_samples")
     settings = {"tasks": args.tasks, "n_samples": args.n_samples, "seed": args.seed, "batch_size": args.batch_size,
                 "limit": limit, "num_fewshot": args.num_fewshot, "greedy": not args.no_greedy,
                 "bootstrap_iters": args.bootstrap_iters, "mc_batch_size": args.mc_batch_size,
@@ -251,6 +262,7 @@ def run_gen_ppl(args) -> int:
     from ..eval.common import load_model, load_samples
     from ..tokenizer import get_tokenizer
 
+    _at_least(args, 1, "batch_size", "limit")
     settings = gen_ppl.GenPPLSettings(modes=tuple(args.modes), batch_size=args.batch_size,
                                       min_entropy=args.min_entropy, limit=args.limit)
     inputs = [load_samples(path) for path in args.samples]
@@ -270,6 +282,9 @@ def run_diversity(args) -> int:
 
     if not args.samples and not args.reference:
         raise UserError("give --samples and/or --reference")
+    _at_least(args, 1, "window", "reference_limit", "length")
+    if any(n < 1 for n in args.distinct_n):
+        raise UserError(f"--distinct-n must be >= 1, got {' '.join(map(str, args.distinct_n))}")
     rows, entries = [], {}
     sample_sets = [load_samples(path) for path in args.samples]
     for (samples, meta, fp), path in zip(sample_sets, args.samples):
