@@ -1,5 +1,6 @@
 """Evaluations: metrics against hand-computed values, GPT-2 perplexities against transformers' own loss, MAUVE on
 identical and shifted features, resumable shards, and clear errors on bad input. Tiny random models, no downloads."""
+import dataclasses
 import json
 import math
 
@@ -11,6 +12,7 @@ from pysedd.cli import main
 from pysedd.errors import UserError
 from pysedd.eval import diversity, gen_ppl, mauve_eval, zero_shot
 from pysedd.eval.common import ShardCache, ar_token_nll, derived_seed, load_model, load_samples
+from pysedd.tokenizer import get_tokenizer
 
 TEXT = ("The quick brown fox jumps over the lazy dog. A stitch in time saves nine. "
         "All that glitters is not gold, and not all those who wander are lost.\n") * 3
@@ -32,6 +34,7 @@ def tiny_gpt2_dir(tmp_path_factory):
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2))
     path = tmp_path_factory.mktemp("tiny-gpt2")
     model.save_pretrained(path)
+    get_tokenizer().as_transformers_tokenizer().save_pretrained(path)  # mauve-text loads the featurizer's tokenizer
     return path
 
 
@@ -247,7 +250,8 @@ def test_mauve_end_to_end_with_gpt2(judge, tokenizer, tmp_path):
     prompts = tmp_path / "webtext.jsonl"
     docs = [{"text": f"Document {i}: " + TEXT[i:]} for i in range(30)] + [{"text": "too short"}]
     prompts.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    settings = mauve_eval.MauveSettings(prompt_len=6, gen_len=6, n_prompts=25, mauve_seeds=(1, 2), batch_size=8, shard_size=10)
+    settings = mauve_eval.MauveSettings(prompt_len=6, gen_len=6, n_prompts=25, mauve_seeds=(1, 2), batch_size=8,
+                                        shard_size=10, features="ids")
     refs, info = mauve_eval.load_prompts(str(prompts), settings, tokenizer)
     assert refs.shape == (25, 12) and info["n_prompts"] == 25
     res = mauve_eval.evaluate(judge, judge, refs, settings, str(tmp_path / "m.json"), progress=False)
@@ -260,6 +264,62 @@ def test_mauve_end_to_end_with_gpt2(judge, tokenizer, tmp_path):
     # the same continuations given as pre-generated samples give the same numbers
     again = mauve_eval.evaluate(None, judge, refs, settings, str(tmp_path / "m2.json"), samples=full.numpy(), progress=False)
     assert again["mauve"]["mean"] == pytest.approx(res["mauve"]["mean"])
+    assert res["protocol"]["features"] == "ids"
+    # the default text path: mauve-text's own call on the decoded texts, recorded as such
+    text = mauve_eval.evaluate(None, judge, refs, dataclasses.replace(settings, features="text"), str(tmp_path / "m3.json"),
+                               samples=full.numpy(), progress=False, tokenizer=tokenizer)
+    expected, _ = mauve_eval.text_mauve_scores([tokenizer.decode(r) for r in refs.tolist()],
+                                               [tokenizer.decode(r) for r in full.tolist()], str(judge.source), [1, 2], 100)
+    assert [text["mauve"]["per_seed"][s] for s in ("1", "2")] == expected
+    assert text["protocol"]["features"] == "text" and text["protocol"]["max_text_length"] == 100
+
+
+TEXTS_P = [f"Report {i}: the river rose {i} feet overnight and the town council met at dawn." for i in range(24)]
+TEXTS_Q = [f"Item {i}: hel" + "lo " * (i % 5 + 1) + "world, said the parrot to nobody in particular." for i in range(24)]
+
+
+def test_mauve_text_path_is_mauve_texts_own_call(tiny_gpt2_dir):
+    """The text path equals `mauve.compute_mauve(p_text, q_text, featurize_model_name, max_text_length, seed)`, and its
+    features are an independent transcription: the featurizer's own tokenisation truncated to max_text_length, the
+    last-layer hidden state of the last token."""
+    import mauve
+    from transformers import AutoModel, AutoTokenizer
+
+    scores, buckets = mauve_eval.text_mauve_scores(TEXTS_P, TEXTS_Q, str(tiny_gpt2_dir), [1, 3], max_text_length=12)
+    for seed, score in zip([1, 3], scores):
+        direct = mauve.compute_mauve(p_text=TEXTS_P, q_text=TEXTS_Q, featurize_model_name=str(tiny_gpt2_dir),
+                                     max_text_length=12, seed=seed, verbose=False)
+        assert score == direct.mauve and buckets == direct.num_buckets == 2
+    feats = mauve_eval.text_features(TEXTS_Q[:3], str(tiny_gpt2_dir), 12, -1)
+    tok, model = AutoTokenizer.from_pretrained(tiny_gpt2_dir), AutoModel.from_pretrained(tiny_gpt2_dir).eval()
+    for text, f in zip(TEXTS_Q[:3], feats):
+        ids = torch.tensor([tok(text)["input_ids"][:12]])
+        with torch.no_grad():
+            expected = model(input_ids=ids).last_hidden_state[0, -1]
+        assert np.allclose(f, expected.numpy(), atol=1e-5)
+
+
+def test_mauve_text_path_offline_hub_cache_and_any_directory(tiny_gpt2_dir, tmp_path, monkeypatch):
+    """A hub id read from an offline HF cache, and a directory whose name mauve-text would refuse, both featurise."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    snapshot = tmp_path / "hub" / "models--gpt2" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_gpt2_dir, snapshot)
+    (tmp_path / "hub" / "models--gpt2" / "refs").mkdir()
+    (tmp_path / "hub" / "models--gpt2" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    judge = load_model("gpt2", "gpt2")
+    assert mauve_eval.featurizer_name(judge) == "gpt2"
+    reference = mauve_eval.text_features(TEXTS_P[:4], str(tiny_gpt2_dir), 100, -1)
+    assert np.array_equal(mauve_eval.text_features(TEXTS_P[:4], "gpt2", 100, -1), reference)
+    plain = tmp_path / "judge-model"
+    shutil.copytree(tiny_gpt2_dir, plain)
+    assert np.array_equal(mauve_eval.text_features(TEXTS_P[:4], str(plain), 100, -1), reference)
+    with pytest.raises(UserError, match="contains 'gpt2' or 'bert'"):
+        mauve_eval.text_features(TEXTS_P[:4], "EleutherAI/pythia-70m", 100, -1)
 
 
 def test_mauve_bad_inputs(judge, tokenizer, tmp_path):

@@ -143,7 +143,11 @@ def add_parser(subparsers) -> None:
                    help="continuations per prompt; row i continues prompt i mod n-prompts (as pysedd sample writes them)")
     m.add_argument("--seed", type=int, default=0, help="generation seed")
     m.add_argument("--mauve-seeds", "--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    m.add_argument("--num-buckets", type=int, help="k-means buckets (default max(2, round(n/10)), recorded)")
+    m.add_argument("--num-buckets", type=int, help="k-means buckets (default mauve-text's 'auto', max(2, round(n/10)), recorded)")
+    m.add_argument("--features", choices=["text", "ids"], default="text",
+                   help="text (default, the paper): decoded text featurised by mauve-text itself with the judge, truncated "
+                   "to --max-text-length tokens; ids: the judge's features of the raw token ids")
+    m.add_argument("--max-text-length", type=int, default=100, help="text features: tokens kept per text (default 100)")
     m.add_argument("--batch-size", type=int, default=16)
     m.set_defaults(func=run_mauve)
 
@@ -318,10 +322,12 @@ def run_mauve(args) -> int:
 
     if (args.model is None) == (args.samples is None):
         raise UserError("give exactly one of --model (generate here) or --samples (pre-generated)")
+    _at_least(args, 1, "max_text_length", "num_buckets", "batch_size", "n_prompts", "samples_per_prompt", "steps")
     settings = mauve_eval.MauveSettings(prompt_len=args.prompt_len, gen_len=args.gen_len, canvas=args.canvas,
                                         n_prompts=args.n_prompts, samples_per_prompt=args.samples_per_prompt,
                                         seed=args.seed, mauve_seeds=tuple(args.mauve_seeds), num_buckets=args.num_buckets,
-                                        steps=args.steps, batch_size=args.batch_size, field=args.field)
+                                        steps=args.steps, batch_size=args.batch_size, field=args.field,
+                                        features=args.features, max_text_length=args.max_text_length)
     tokenizer = get_tokenizer(args.tokenizer)
     refs, prompt_info = mauve_eval.load_prompts(args.prompts, settings, tokenizer)
     device = _device(args)
@@ -336,7 +342,7 @@ def run_mauve(args) -> int:
                 raise UserError(f"{args.samples} was sampled with {key} {made[key]}, not {ours}")
     judge = load_model(args.judge, "gpt2", device)
     metrics = mauve_eval.evaluate(lm, judge, refs, settings, args.out, samples=samples, resume=not args.no_resume,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, tokenizer=tokenizer)
     if lm is not None:
         setting = f"gen-{settings.canvas}" if lm.kind == "sedd" else "AR"
         name = f"{lm.source} ({setting})"
