@@ -51,6 +51,22 @@ def hf_loss(model, ids: torch.Tensor) -> torch.Tensor:
 
 # -- diversity ------------------------------------------------------------------------------------------------------
 
+def test_ngram_repetition_by_hand_and_brute_force():
+    x = [1, 2, 3, 1, 2, 3, 9]  # 3-grams: 123 231 312 123 239; only the second 123 repeats, 3 positions after the first
+    assert diversity.repetition_rate(x, 100, 3) == pytest.approx(1 / 4)
+    assert diversity.repetition_rate(x, 2, 3) == 0.0
+    assert diversity.repetition_rate(x, 3, 3) == pytest.approx(1 / 4)
+    rng = np.random.default_rng(0)
+    for n, window in ((1, 100), (2, 5), (3, 100), (3, 7)):  # the caption's sentence, transcribed for n-grams
+        seq = rng.integers(0, 4, size=60).tolist()
+        grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+        brute = sum(grams[i] in grams[max(0, i - window):i] for i in range(1, len(grams))) / (len(grams) - 1)
+        assert diversity.repetition_rate(seq, window, n) == pytest.approx(brute)
+    m = diversity.diversity([x, x[::-1]], window=100)
+    assert m["repetition_rate_100_3gram"]["mean"] == pytest.approx(1 / 4)  # reversed: 932 321 213 132 321
+    assert m["repetition_rate_100"]["mean"] == pytest.approx(np.mean([diversity.repetition_rate(x), 1 / 2]))
+
+
 def test_diversity_metrics_by_hand():
     x = [1, 2, 1, 3]
     assert diversity.unique_unigram_fraction(x) == 0.75
@@ -67,7 +83,7 @@ def test_diversity_metrics_by_hand():
 
 
 def test_diversity_rejects_short_samples():
-    with pytest.raises(UserError, match="at least 2 tokens"):
+    with pytest.raises(UserError, match="at least 4 tokens"):
         diversity.diversity([[1]])
 
 
@@ -482,3 +498,16 @@ def test_zero_shot_sedd_chunking_option(tokenizer, tmp_path):
     assert info["chunking"] == "sedd"
     assert concat.tolist() == pack_token_rows(rows, 8, 50256)[0].tolist()
     assert sedd.tolist() == [b for r in rows for b in pack_token_rows([r], 8, 50256)[0].tolist()]
+
+
+def test_repetition_readings_on_openwebtext(shared_data, tokenizer):
+    """On 108 blocks of 1024 OpenWebText tokens the caption's literal reading gives 0.390, an order of magnitude above
+    the paper's OWT row (0.033 ± 0.013); the 3-gram reading, pysedd's paper column, lands on it."""
+    from pysedd.eval.common import load_token_blocks
+
+    blocks, info = load_token_blocks(shared_data / "openwebtext/openwebtext_sample.txt", 1024, None, tokenizer)
+    assert info["n_blocks"] == 108
+    m = diversity.diversity(blocks)
+    assert m["repetition_rate_100"]["mean"] == pytest.approx(0.390, abs=0.001)
+    assert abs(m["repetition_rate_100_3gram"]["mean"] - 0.033) < 0.1 * 0.013
+    assert abs(m["unique_unigram_fraction"]["mean"] - 0.49) < 0.07 and abs(m["unigram_entropy"]["mean"] - 5.14) < 2 * 0.31

@@ -120,6 +120,9 @@ def add_parser(subparsers) -> None:
     d.add_argument("--reference-limit", type=int, help="blocks of reference data (default: as many as the largest sample set)")
     d.add_argument("--length", type=int, help="reference block length (default: the samples' length, else 1024)")
     d.add_argument("--window", type=int, default=100, help="repetition window (default 100)")
+    d.add_argument("--repetition-ngram", type=int, default=3,
+                   help="n of the paper's repetition column: n-grams seen in the window (default 3; the literal "
+                   "single-token reading is always reported beside it)")
     d.add_argument("--distinct-n", type=int, nargs="*", default=[], help="also corpus distinct-n for these n")
     d.set_defaults(func=run_diversity)
 
@@ -286,13 +289,13 @@ def run_diversity(args) -> int:
 
     if not args.samples and not args.reference:
         raise UserError("give --samples and/or --reference")
-    _at_least(args, 1, "window", "reference_limit", "length")
+    _at_least(args, 1, "window", "reference_limit", "length", "repetition_ngram")
     if any(n < 1 for n in args.distinct_n):
         raise UserError(f"--distinct-n must be >= 1, got {' '.join(map(str, args.distinct_n))}")
     rows, entries = [], {}
     sample_sets = [load_samples(path) for path in args.samples]
     for (samples, meta, fp), path in zip(sample_sets, args.samples):
-        metrics = diversity.diversity(samples, args.distinct_n, args.window)
+        metrics = diversity.diversity(samples, args.distinct_n, args.window, args.repetition_ngram)
         name = setting_name(meta, Path(path).name)
         rows.append((name, metrics))
         entries[path] = {"name": name, "kind": "samples", "source": {**fp, "meta": meta}, "metrics": metrics}
@@ -304,15 +307,16 @@ def run_diversity(args) -> int:
         tokenizer = get_tokenizer(args.tokenizer)
         for ref in args.reference:
             blocks, info = load_token_blocks(ref, length, limit, tokenizer, args.split)
-            metrics = diversity.diversity(blocks, args.distinct_n, args.window)
+            metrics = diversity.diversity(blocks, args.distinct_n, args.window, args.repetition_ngram)
             name = f"data: {Path(ref).name}"
             rows.append((name, metrics))
             entries[ref] = {"name": name, "kind": "reference", "source": info, "metrics": metrics}
     result = {"evaluation": "diversity", "settings": {"window": args.window, "distinct_n": args.distinct_n,
                                                       "reference_length": length, "reference_limit": limit,
-                                                      "reference_split": args.split},
-              "results": entries}
-    return _finish(args, result, diversity.table(rows, args.window))
+                                                      "reference_split": args.split,
+                                                      "repetition_ngram": args.repetition_ngram},
+              "protocol": diversity.protocol(args.window, args.repetition_ngram), "results": entries}
+    return _finish(args, result, diversity.table(rows, args.window, args.repetition_ngram))
 
 
 def run_mauve(args) -> int:
