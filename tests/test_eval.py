@@ -196,6 +196,7 @@ def test_gen_ppl_and_diversity_cli(tiny_gpt2_dir, tokenizer, tmp_path, capsys):
                  "--table", str(tmp_path / "g.md"), "--quiet", "--device", "cpu"]) == 0
     result = json.loads(out.read_text())
     assert result["evaluation"] == "gen-ppl" and result["results"][str(path)]["primary_mode"] == "b"
+    assert result["protocol"]["primary_mode"] == "b"
     assert result["judge"]["fingerprint"]["sha256"]["config.json"]
     assert "Gen PPL (b)" in (tmp_path / "g.md").read_text()
     text = tmp_path / "train.txt"
@@ -205,6 +206,7 @@ def test_gen_ppl_and_diversity_cli(tiny_gpt2_dir, tokenizer, tmp_path, capsys):
                  "--out", str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
     assert [r["kind"] for r in result["results"].values()] == ["samples", "reference"]
+    assert result["protocol"]["paper_column"] == "repetition_rate_100_3gram"
     assert result["results"][str(text)]["metrics"]["lengths"] == [24]
     capsys.readouterr()
 

@@ -327,6 +327,8 @@ def test_lm_eval_resume_cache_never_unpickles(tiny_gpt2, tmp_path):
            f"lambada_openai={data}", "--quiet", "--device", "cpu", "--out", str(out)]
     assert main(cmd) == 0
     first = json.loads(out.read_text())["pysedd"]["metrics"]
+    protocol = json.loads(out.read_text())["pysedd"]["protocol"]
+    assert protocol["eos_framing"] == "none" and protocol["request_cache"].startswith("pysedd JSON")
     marker = tmp_path / "payload-ran"
     payload = pickle.dumps(_Payload(marker))
     (cache_dir,) = (tmp_path / "lm.json.shards").glob("requests-*")

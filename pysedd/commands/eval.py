@@ -223,7 +223,7 @@ def run_zero_shot(args) -> int:
                                                     prepared_dir=args.data)
     result = {"evaluation": "zero-shot", "model": _model_info(lm), "tokenizer": tokenizer.fingerprint,
               "settings": dataclasses.asdict(settings), "scoring": zero_shot.scoring_note(lm.kind, settings),
-              "datasets": datasets}
+              "protocol": zero_shot.protocol(lm.kind, settings), "datasets": datasets}
     return _finish(args, result, zero_shot.table([result]))
 
 
@@ -278,7 +278,7 @@ def run_gen_ppl(args) -> int:
     results = [gen_ppl.evaluate_samples(judge, s, meta, fp, settings, tokenizer, args.out, resume=not args.no_resume,
                                         progress=not args.quiet) for s, meta, fp in inputs]
     result = {"evaluation": "gen-ppl", "judge": _model_info(judge), "settings": dataclasses.asdict(settings),
-              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes},
+              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes}, "protocol": gen_ppl.protocol(settings),
               "results": {path: r for path, r in zip(args.samples, results)}}
     return _finish(args, result, gen_ppl.table(results, settings))
 
