@@ -2,7 +2,7 @@
 resumable, and `run_lm_eval`, which wraps lm-eval's own runner.
 
 A request (context, continuation) is scored as −(Monte-Carlo conditional NELBO of the target given the context): the
-context stays clean, only target positions are corrupted, K draws of t (docs/evaluation.md, "lm-eval"). Framing
+context stays clean, only target positions are corrupted, K draws of t (docs/evaluation-fidelity.md, "lm-eval"). Framing
 (`eos_framing`): "both" (default) scores [EOS] + tok(context) ++ tok(continuation) + [EOS] (EOS doubles as BOS, as in
 GPT-2 and SEDD's packed training data: the leading EOS marks a document start, the trailing one anchors the target's
 right edge for a bidirectional model and is scored with it); "none" scores tok(context) ++ tok(continuation), the

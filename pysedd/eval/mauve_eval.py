@@ -1,4 +1,4 @@
-"""MAUVE and continuation perplexity of prompted generation (Tables 5–6, docs/evaluation.md, "MAUVE").
+"""MAUVE and continuation perplexity of prompted generation (Tables 5–6, docs/evaluation-fidelity.md, "MAUVE").
 
 Prompts are the first `prompt_len` (50) GPT-2 tokens of held-out documents with at least prompt_len + gen_len tokens;
 the references are the first prompt_len + gen_len tokens of the same documents. The model writes `gen_len` (50)
