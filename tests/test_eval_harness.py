@@ -279,6 +279,18 @@ def test_batch_size_in_model_args_and_from_lm_eval(tiny_sedd, tmp_path):
     assert lm.batch_size == 3 and lm.n_samples == 4
     lm = harness.SEDDLM.create_from_arg_string(f"pretrained={tmp_path / 'm'}", {"batch_size": 5, "device": "cpu"})
     assert lm.batch_size == 5
+    lm = harness.SEDDLM.create_from_arg_obj({"pretrained": str(tmp_path / "m"), "batch_size": 2}, {"batch_size": 1})
+    assert lm.batch_size == 2
+    # lm-eval's own runner, as its CLI calls it: batch_size both in model_args and as its --batch_size
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    yaml_path, _ = local_tasks.local_task_yaml("lambada_openai", write_jsonl(tmp_path / "l.jsonl", LAMBADA_DOCS[:1]),
+                                               tmp_path / "tasks")
+    out = lm_eval.simple_evaluate(model="sedd", model_args=f"pretrained={tmp_path / 'm'},batch_size=2,n_samples=2",
+                                  batch_size=1, device="cpu", tasks=[str(yaml_path)], limit=1, bootstrap_iters=0,
+                                  task_manager=TaskManager(include_defaults=False))
+    assert "lambada_openai_local" in out["results"]
     with pytest.raises(UserError, match="batch_size must be a positive integer"):
         harness.SEDDLM(tiny_sedd, batch_size=0)
     with pytest.raises(UserError, match="eos_framing"):

@@ -94,14 +94,17 @@ class SEDDLM(LM):
         self.eos = self.tokenizer.eos_id
 
     @classmethod
-    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "SEDDLM":
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "SEDDLM":
         """lm-eval passes its CLI's batch_size/device beside the model_args; a key given in both comes from model_args
         (lm-eval's base class would raise 'got multiple values for keyword argument')."""
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "SEDDLM":
         from lm_eval.utils import simple_parse_args_string
 
-        args = simple_parse_args_string(arg_string)
-        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
-        return cls(**args, **extra)
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     def settings(self) -> dict:
         """What moves a number: recorded in every result's protocol block."""
