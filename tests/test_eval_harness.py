@@ -1,5 +1,6 @@
 """lm-eval integration, fully offline: local task YAMLs over converted data files, GPT-2 through lm-eval's hf model,
 SEDD through the registered `sedd` model, both via lm-eval's own runner on a few documents."""
+import dataclasses
 import json
 
 import numpy as np
@@ -107,8 +108,7 @@ def test_sedd_greedy_flag(tiny_sedd):
         model.output_layer.linear.weight.zero_()
         model.output_layer.linear.bias.zero_()
         model.output_layer.linear.bias[11] = 50.0
-    lm = harness.SEDDLM(tiny_sedd, n_samples=2)
-    lm.lm.model = model
+    lm = harness.SEDDLM(dataclasses.replace(tiny_sedd, model=model), n_samples=2)  # the shared fixture stays as it is
     assert lm._is_greedy([50256, 5, 6], [11, 11, 50256])
     assert not lm._is_greedy([50256, 5, 6], [11, 12, 50256])
 
@@ -271,9 +271,9 @@ def test_batch_size_counts_requests_and_never_moves_a_number(mixing_sedd):
     assert results[1, 4] == results[3, 4] == results[2, 8]
 
 
-def test_batch_size_in_model_args_and_from_lm_eval(tiny_sedd, tmp_path):
+def test_batch_size_in_model_args_and_from_lm_eval(mixing_sedd, tmp_path):
     """`batch_size=` in --model_args beside lm-eval's own --batch_size: no duplicate keyword; model_args wins."""
-    tiny_sedd.model.save_pretrained(tmp_path / "m")
+    mixing_sedd.model.save_pretrained(tmp_path / "m")
     lm = harness.SEDDLM.create_from_arg_string(f"pretrained={tmp_path / 'm'},batch_size=3,n_samples=4",
                                                {"batch_size": 1, "max_batch_size": None, "device": "cpu"})
     assert lm.batch_size == 3 and lm.n_samples == 4
@@ -292,9 +292,9 @@ def test_batch_size_in_model_args_and_from_lm_eval(tiny_sedd, tmp_path):
                                   task_manager=TaskManager(include_defaults=False))
     assert "lambada_openai_local" in out["results"]
     with pytest.raises(UserError, match="batch_size must be a positive integer"):
-        harness.SEDDLM(tiny_sedd, batch_size=0)
+        harness.SEDDLM(mixing_sedd, batch_size=0)
     with pytest.raises(UserError, match="eos_framing"):
-        harness.SEDDLM(tiny_sedd, eos_framing="bos")
+        harness.SEDDLM(mixing_sedd, eos_framing="bos")
 
 
 def test_eos_framing_none_scores_the_bare_ids(mixing_sedd):
