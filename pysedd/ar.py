@@ -19,7 +19,7 @@ GPT2_PRESETS = {
     "mini": dict(n_embd=256, n_layer=4, n_head=4),
     "small": dict(n_embd=768, n_layer=12, n_head=12),
     "medium": dict(n_embd=1024, n_layer=24, n_head=16),
-    "large-1.3b": dict(n_embd=2048, n_layer=24, n_head=16),
+    "large-1.3b": dict(n_embd=2048, n_layer=24, n_head=32),  # Table 7: 32 heads, as the 1.45B SEDD
 }
 
 

@@ -137,7 +137,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(hidden_size=768, cond_dim=128, n_blocks=12, n_heads=12, length=1024),
     "medium": dict(hidden_size=1024, cond_dim=128, n_blocks=24, n_heads=16, length=1024),
     # Table 7 of Deschenaux & Gulcehre: ~1.45B-parameter SEDD compared with a 1.3B GPT-2, 2048 context.
-    "large-1.45b": dict(hidden_size=2048, cond_dim=128, n_blocks=24, n_heads=16, length=2048),
+    "large-1.45b": dict(hidden_size=2048, cond_dim=128, n_blocks=24, n_heads=32, length=2048),  # Table 7: 32 heads
 }
 
 

@@ -107,7 +107,7 @@ def _estimate(model, graph, noise, seqs: torch.Tensor, scored: torch.Tensor, key
     B, L = seqs.shape
     K = n_samples
     rows_per_call = batch_size or K
-    group = max(1, rows_per_call // K)
+    group = max(1, -(-rows_per_call // K))  # whole sequences per group; forward passes of rows_per_call rows
     y = torch.empty(B, K, dtype=torch.float64)
     for start in range(0, B, group):
         idx = range(start, min(B, start + group))
@@ -115,8 +115,13 @@ def _estimate(model, graph, noise, seqs: torch.Tensor, scored: torch.Tensor, key
         for b in idx:
             gen = _generator(seed, keys[b])
             t = _draw_t(K, stratified, sampling_eps, gen)
-            noisy = graph.sample_transition(seqs[b].expand(K, L), noise.total_noise(t), generator=gen)
-            x_t.append(torch.where(scored[b], noisy, seqs[b]))  # unscored (context) positions stay clean
+            # only scored positions are diffused (the context stays clean), and their random numbers are drawn in
+            # target order: requests with one key and equal-length targets share masks whatever their contexts
+            noisy = seqs[b].repeat(K, 1)
+            n = int(scored[b].sum())
+            target = seqs[b][scored[b]].expand(K, n)
+            noisy[:, scored[b]] = graph.sample_transition(target, noise.total_noise(t), generator=gen)
+            x_t.append(noisy)
             ts.append(t)
         sigma, dsigma = noise(torch.cat(ts))
         sel = torch.tensor(list(idx))
@@ -148,16 +153,21 @@ def sequence_nelbo(model, graph: Graph | None, noise: Noise | None, x0: torch.Te
 def conditional_nelbo(model, graph: Graph, noise: Noise, context_ids: Sequence[Sequence[int]],
                       target_ids: Sequence[Sequence[int]], *, n_samples: int = 256, seed: int = 0,
                       stratified: bool = True, sampling_eps: float = 1e-3, batch_size: int | None = None,
-                      with_stderr: bool = False) -> list[float] | list[tuple[float, float]]:
+                      with_stderr: bool = False, keys: Sequence[int] | None = None) -> list[float] | list[tuple[float, float]]:
     """NELBO in nats of each target given its context (sequence = context ++ target): context positions stay clean
     and are never scored, only target positions are diffused, and the model sees the true sigma(t).
 
-    Every request uses the same seed (common random numbers: the choices of a multiple-choice question see the same
-    t draws, so their difference is far less noisy). Requests are batched only with requests of the same total
-    length, so no padding ever enters the model."""
+    Request i draws its randomness from (seed, keys[i]) (default: one key for all). Requests with the same key share
+    their t draws and, when their targets have the same length, the masks of every target position, whatever their
+    contexts: common random numbers, so the difference between the choices of one question is far less noisy than
+    either number. Requests are batched only with requests of the same total length, so no padding ever enters the
+    model, and a number never depends on the batch it was computed in."""
     _check_settings(n_samples, sampling_eps, batch_size)
     if len(context_ids) != len(target_ids):
         raise UserError(f"{len(context_ids)} contexts but {len(target_ids)} targets")
+    keys = [0] * len(target_ids) if keys is None else list(keys)
+    if len(keys) != len(target_ids):
+        raise UserError(f"{len(keys)} keys for {len(target_ids)} requests")
     model.eval()
     by_length: dict[int, list[int]] = {}
     for i, (ctx, tgt) in enumerate(zip(context_ids, target_ids)):
@@ -169,7 +179,7 @@ def conditional_nelbo(model, graph: Graph, noise: Noise, context_ids: Sequence[S
         seqs = torch.tensor([list(context_ids[i]) + list(target_ids[i]) for i in idx], dtype=torch.int64)
         _check_ids(graph, seqs, "context/target")
         scored = torch.tensor([[False] * len(context_ids[i]) + [True] * len(target_ids[i]) for i in idx])
-        nelbo, stderr = _estimate(model, graph, noise, seqs, scored, [0] * len(idx), n_samples=n_samples,
+        nelbo, stderr = _estimate(model, graph, noise, seqs, scored, [keys[i] for i in idx], n_samples=n_samples,
                                   stratified=stratified, seed=seed, sampling_eps=sampling_eps, batch_size=batch_size)
         for j, i in enumerate(idx):
             results[i] = (float(nelbo[j]), float(stderr[j])) if with_stderr else float(nelbo[j])

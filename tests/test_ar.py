@@ -90,6 +90,11 @@ def test_presets_and_loader(tmp_path, gpt2):
     big = gpt2_config("large-1.3b", n_positions=2048)
     n = 12 * big.n_layer * big.n_embd**2 + big.vocab_size * big.n_embd
     assert 1.25e9 < n < 1.35e9  # Table 7's 1.3B GPT-2
+    from pysedd.config import SEDDConfig
+
+    sedd = SEDDConfig.preset("large-1.45b").model
+    assert big.n_head == sedd.n_heads == 32  # Table 7: both latency models have 32 heads (head dim 64)
+    assert sedd.hidden_size // sedd.n_heads == big.n_embd // big.n_head == 64
     gpt2.save_pretrained(tmp_path / "m")
     loaded = load_ar_model(tmp_path / "m")
     assert isinstance(loaded, GPT2LMHeadModel) and not loaded.training

@@ -1,5 +1,6 @@
 """Evaluations: metrics against hand-computed values, GPT-2 perplexities against transformers' own loss, MAUVE on
 identical and shifted features, resumable shards, and clear errors on bad input. Tiny random models, no downloads."""
+import dataclasses
 import json
 import math
 
@@ -11,6 +12,7 @@ from pysedd.cli import main
 from pysedd.errors import UserError
 from pysedd.eval import diversity, gen_ppl, mauve_eval, zero_shot
 from pysedd.eval.common import ShardCache, ar_token_nll, derived_seed, load_model, load_samples
+from pysedd.tokenizer import get_tokenizer
 
 TEXT = ("The quick brown fox jumps over the lazy dog. A stitch in time saves nine. "
         "All that glitters is not gold, and not all those who wander are lost.\n") * 3
@@ -32,6 +34,7 @@ def tiny_gpt2_dir(tmp_path_factory):
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2))
     path = tmp_path_factory.mktemp("tiny-gpt2")
     model.save_pretrained(path)
+    get_tokenizer().as_transformers_tokenizer().save_pretrained(path)  # mauve-text loads the featurizer's tokenizer
     return path
 
 
@@ -47,6 +50,22 @@ def hf_loss(model, ids: torch.Tensor) -> torch.Tensor:
 
 
 # -- diversity ------------------------------------------------------------------------------------------------------
+
+def test_ngram_repetition_by_hand_and_brute_force():
+    x = [1, 2, 3, 1, 2, 3, 9]  # 3-grams: 123 231 312 123 239; only the second 123 repeats, 3 positions after the first
+    assert diversity.repetition_rate(x, 100, 3) == pytest.approx(1 / 4)
+    assert diversity.repetition_rate(x, 2, 3) == 0.0
+    assert diversity.repetition_rate(x, 3, 3) == pytest.approx(1 / 4)
+    rng = np.random.default_rng(0)
+    for n, window in ((1, 100), (2, 5), (3, 100), (3, 7)):  # the caption's sentence, transcribed for n-grams
+        seq = rng.integers(0, 4, size=60).tolist()
+        grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+        brute = sum(grams[i] in grams[max(0, i - window):i] for i in range(1, len(grams))) / (len(grams) - 1)
+        assert diversity.repetition_rate(seq, window, n) == pytest.approx(brute)
+    m = diversity.diversity([x, x[::-1]], window=100)
+    assert m["repetition_rate_100_3gram"]["mean"] == pytest.approx(1 / 4)  # reversed: 932 321 213 132 321
+    assert m["repetition_rate_100"]["mean"] == pytest.approx(np.mean([diversity.repetition_rate(x), 1 / 2]))
+
 
 def test_diversity_metrics_by_hand():
     x = [1, 2, 1, 3]
@@ -64,7 +83,7 @@ def test_diversity_metrics_by_hand():
 
 
 def test_diversity_rejects_short_samples():
-    with pytest.raises(UserError, match="at least 2 tokens"):
+    with pytest.raises(UserError, match="at least 4 tokens"):
         diversity.diversity([[1]])
 
 
@@ -177,6 +196,7 @@ def test_gen_ppl_and_diversity_cli(tiny_gpt2_dir, tokenizer, tmp_path, capsys):
                  "--table", str(tmp_path / "g.md"), "--quiet", "--device", "cpu"]) == 0
     result = json.loads(out.read_text())
     assert result["evaluation"] == "gen-ppl" and result["results"][str(path)]["primary_mode"] == "b"
+    assert result["protocol"]["primary_mode"] == "b"
     assert result["judge"]["fingerprint"]["sha256"]["config.json"]
     assert "Gen PPL (b)" in (tmp_path / "g.md").read_text()
     text = tmp_path / "train.txt"
@@ -186,6 +206,7 @@ def test_gen_ppl_and_diversity_cli(tiny_gpt2_dir, tokenizer, tmp_path, capsys):
                  "--out", str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
     assert [r["kind"] for r in result["results"].values()] == ["samples", "reference"]
+    assert result["protocol"]["paper_column"] == "repetition_rate_100_3gram"
     assert result["results"][str(text)]["metrics"]["lengths"] == [24]
     capsys.readouterr()
 
@@ -202,6 +223,26 @@ def test_bad_samples_give_one_line_errors(tiny_gpt2_dir, tmp_path, capsys):
     assert "MASK" in capsys.readouterr().err
     assert main(["eval", "gen-ppl", "--samples", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "g.json")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["gen-ppl", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["gen-ppl", "--limit", "0"], "--limit must be >= 1, got 0"),
+    (["diversity", "--window", "0"], "--window must be >= 1, got 0"),
+    (["diversity", "--distinct-n", "2", "0"], "--distinct-n must be >= 1"),
+    (["zero-shot", "--datasets", "nosuchds"], "unknown corpus 'nosuchds'"),
+])
+def test_eval_bad_numbers_and_names_give_one_line(args, message, tiny_gpt2_dir, tokenizer, tmp_path, capsys):
+    """Each is refused before any model is loaded or work is done: one line, exit 2, naming the problem."""
+    path = tmp_path / "samples.npz"
+    np.savez(path, samples=np.array([tokenizer.encode(TEXT)[:16]], dtype=np.int64))
+    where = {"gen-ppl": ["--samples", str(path), "--judge", str(tiny_gpt2_dir)], "diversity": ["--samples", str(path)],
+             "zero-shot": ["--model", str(tiny_gpt2_dir), "--seq-len", "100000"]}[args[0]]
+    out = tmp_path / "out.json"
+    assert main(["eval", *args, *where, "--out", str(out), "--quiet", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pysedd: error:") and message in err[0]
+    assert not out.exists()
 
 
 def test_load_samples_reads_meta(tmp_path):
@@ -227,7 +268,8 @@ def test_mauve_end_to_end_with_gpt2(judge, tokenizer, tmp_path):
     prompts = tmp_path / "webtext.jsonl"
     docs = [{"text": f"Document {i}: " + TEXT[i:]} for i in range(30)] + [{"text": "too short"}]
     prompts.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    settings = mauve_eval.MauveSettings(prompt_len=6, gen_len=6, n_prompts=25, mauve_seeds=(1, 2), batch_size=8, shard_size=10)
+    settings = mauve_eval.MauveSettings(prompt_len=6, gen_len=6, n_prompts=25, mauve_seeds=(1, 2), batch_size=8,
+                                        shard_size=10, features="ids")
     refs, info = mauve_eval.load_prompts(str(prompts), settings, tokenizer)
     assert refs.shape == (25, 12) and info["n_prompts"] == 25
     res = mauve_eval.evaluate(judge, judge, refs, settings, str(tmp_path / "m.json"), progress=False)
@@ -240,6 +282,62 @@ def test_mauve_end_to_end_with_gpt2(judge, tokenizer, tmp_path):
     # the same continuations given as pre-generated samples give the same numbers
     again = mauve_eval.evaluate(None, judge, refs, settings, str(tmp_path / "m2.json"), samples=full.numpy(), progress=False)
     assert again["mauve"]["mean"] == pytest.approx(res["mauve"]["mean"])
+    assert res["protocol"]["features"] == "ids"
+    # the default text path: mauve-text's own call on the decoded texts, recorded as such
+    text = mauve_eval.evaluate(None, judge, refs, dataclasses.replace(settings, features="text"), str(tmp_path / "m3.json"),
+                               samples=full.numpy(), progress=False, tokenizer=tokenizer)
+    expected, _ = mauve_eval.text_mauve_scores([tokenizer.decode(r) for r in refs.tolist()],
+                                               [tokenizer.decode(r) for r in full.tolist()], str(judge.source), [1, 2], 100)
+    assert [text["mauve"]["per_seed"][s] for s in ("1", "2")] == expected
+    assert text["protocol"]["features"] == "text" and text["protocol"]["max_text_length"] == 100
+
+
+TEXTS_P = [f"Report {i}: the river rose {i} feet overnight and the town council met at dawn." for i in range(24)]
+TEXTS_Q = [f"Item {i}: hel" + "lo " * (i % 5 + 1) + "world, said the parrot to nobody in particular." for i in range(24)]
+
+
+def test_mauve_text_path_is_mauve_texts_own_call(tiny_gpt2_dir):
+    """The text path equals `mauve.compute_mauve(p_text, q_text, featurize_model_name, max_text_length, seed)`, and its
+    features are an independent transcription: the featurizer's own tokenisation truncated to max_text_length, the
+    last-layer hidden state of the last token."""
+    import mauve
+    from transformers import AutoModel, AutoTokenizer
+
+    scores, buckets = mauve_eval.text_mauve_scores(TEXTS_P, TEXTS_Q, str(tiny_gpt2_dir), [1, 3], max_text_length=12)
+    for seed, score in zip([1, 3], scores):
+        direct = mauve.compute_mauve(p_text=TEXTS_P, q_text=TEXTS_Q, featurize_model_name=str(tiny_gpt2_dir),
+                                     max_text_length=12, seed=seed, verbose=False)
+        assert score == direct.mauve and buckets == direct.num_buckets == 2
+    feats = mauve_eval.text_features(TEXTS_Q[:3], str(tiny_gpt2_dir), 12, -1)
+    tok, model = AutoTokenizer.from_pretrained(tiny_gpt2_dir), AutoModel.from_pretrained(tiny_gpt2_dir).eval()
+    for text, f in zip(TEXTS_Q[:3], feats):
+        ids = torch.tensor([tok(text)["input_ids"][:12]])
+        with torch.no_grad():
+            expected = model(input_ids=ids).last_hidden_state[0, -1]
+        assert np.allclose(f, expected.numpy(), atol=1e-5)
+
+
+def test_mauve_text_path_offline_hub_cache_and_any_directory(tiny_gpt2_dir, tmp_path, monkeypatch):
+    """A hub id read from an offline HF cache, and a directory whose name mauve-text would refuse, both featurise."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    snapshot = tmp_path / "hub" / "models--gpt2" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_gpt2_dir, snapshot)
+    (tmp_path / "hub" / "models--gpt2" / "refs").mkdir()
+    (tmp_path / "hub" / "models--gpt2" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    judge = load_model("gpt2", "gpt2")
+    assert mauve_eval.featurizer_name(judge) == "gpt2"
+    reference = mauve_eval.text_features(TEXTS_P[:4], str(tiny_gpt2_dir), 100, -1)
+    assert np.array_equal(mauve_eval.text_features(TEXTS_P[:4], "gpt2", 100, -1), reference)
+    plain = tmp_path / "judge-model"
+    shutil.copytree(tiny_gpt2_dir, plain)
+    assert np.array_equal(mauve_eval.text_features(TEXTS_P[:4], str(plain), 100, -1), reference)
+    with pytest.raises(UserError, match="contains 'gpt2' or 'bert'"):
+        mauve_eval.text_features(TEXTS_P[:4], "EleutherAI/pythia-70m", 100, -1)
 
 
 def test_mauve_bad_inputs(judge, tokenizer, tmp_path):
@@ -402,3 +500,16 @@ def test_zero_shot_sedd_chunking_option(tokenizer, tmp_path):
     assert info["chunking"] == "sedd"
     assert concat.tolist() == pack_token_rows(rows, 8, 50256)[0].tolist()
     assert sedd.tolist() == [b for r in rows for b in pack_token_rows([r], 8, 50256)[0].tolist()]
+
+
+def test_repetition_readings_on_openwebtext(shared_data, tokenizer):
+    """On 108 blocks of 1024 OpenWebText tokens the caption's literal reading gives 0.390, an order of magnitude above
+    the paper's OWT row (0.033 ± 0.013); the 3-gram reading, pysedd's paper column, lands on it."""
+    from pysedd.eval.common import load_token_blocks
+
+    blocks, info = load_token_blocks(shared_data / "openwebtext/openwebtext_sample.txt", 1024, None, tokenizer)
+    assert info["n_blocks"] == 108
+    m = diversity.diversity(blocks)
+    assert m["repetition_rate_100"]["mean"] == pytest.approx(0.390, abs=0.001)
+    assert abs(m["repetition_rate_100_3gram"]["mean"] - 0.033) < 0.1 * 0.013
+    assert abs(m["unique_unigram_fraction"]["mean"] - 0.49) < 0.07 and abs(m["unigram_entropy"]["mean"] - 5.14) < 2 * 0.31

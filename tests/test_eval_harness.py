@@ -1,7 +1,9 @@
 """lm-eval integration, fully offline: local task YAMLs over converted data files, GPT-2 through lm-eval's hf model,
 SEDD through the registered `sedd` model, both via lm-eval's own runner on a few documents."""
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,10 +89,10 @@ def test_sedd_through_lm_eval_matches_direct_nelbo(tiny_sedd, tmp_path):
 
     requests = [Request(context, c) for c in choices] + [Request("Other context", choices[0])]
     results = lm.loglikelihood(requests, disable_tqdm=True)
-    for (ll, _), choice in zip(results, choices):  # the choices of one question share the seed of their context
+    for (ll, _), choice in zip(results, choices):  # without a doc_id, the choices of a question share their context's stream
         expected = conditional_nelbo(tiny_sedd.model, tiny_sedd.graph, tiny_sedd.noise, [[50256] + tok.encode(context)],
-                                     [tok.encode(choice) + [50256]], n_samples=8,
-                                     seed=derived_seed(3, context), sampling_eps=1e-3, batch_size=8)[0]
+                                     [tok.encode(choice) + [50256]], n_samples=8, seed=3,
+                                     keys=[derived_seed(3, context)], sampling_eps=1e-3, batch_size=8)[0]
         assert ll == pytest.approx(-expected)
     alone = lm.loglikelihood(requests[::-1], disable_tqdm=True)[::-1]
     assert alone == results  # order and batching do not change a number
@@ -106,8 +108,7 @@ def test_sedd_greedy_flag(tiny_sedd):
         model.output_layer.linear.weight.zero_()
         model.output_layer.linear.bias.zero_()
         model.output_layer.linear.bias[11] = 50.0
-    lm = harness.SEDDLM(tiny_sedd, n_samples=2)
-    lm.lm.model = model
+    lm = harness.SEDDLM(dataclasses.replace(tiny_sedd, model=model), n_samples=2)  # the shared fixture stays as it is
     assert lm._is_greedy([50256, 5, 6], [11, 11, 50256])
     assert not lm._is_greedy([50256, 5, 6], [11, 12, 50256])
 
@@ -198,6 +199,160 @@ def test_lm_eval_cli_over_the_offline_copies(shared_data, tiny_gpt2, tmp_path, c
     assert set(result["pysedd"]["metrics"]) == set(tasks)
     assert result["pysedd"]["tasks"]["winogrande"]["n_docs"] == 1267
     assert "WinoGrande" in (tmp_path / "lm.md").read_text()
-    assert list((tmp_path / "lm.json.shards").glob("requests-*_rank0.db"))  # lm-eval's request cache, for resuming
+    assert list((tmp_path / "lm.json.shards").glob("requests-*/loglikelihood-*.json"))  # pysedd's JSON request cache
     assert main(base + ["--tasks", "mmlu"]) == 2
     assert "unknown task 'mmlu'" in capsys.readouterr().err
+
+
+# -- common random numbers, batch size, EOS framing, the resume cache -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mixing_sedd(tmp_path_factory):
+    """A tiny SEDD whose blocks are not the identity (every weight perturbed), so a target's score depends on its context."""
+    from pysedd.config import SEDDConfig
+    from pysedd.model import SEDD
+
+    torch.manual_seed(0)
+    model = SEDD(SEDDConfig.preset("tiny", hidden_size=32, cond_dim=16, n_heads=2, length=64))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("mixing-sedd")
+    model.save_pretrained(path)
+    return load_model(str(path))
+
+
+def _instance(context, continuation, doc_id, task="winogrande"):
+    from lm_eval.api.instance import Instance
+
+    return Instance("loglikelihood", {}, (context, continuation), 0, (task, doc_id, 1))
+
+
+def test_winogrande_shaped_options_share_their_random_numbers(mixing_sedd):
+    """Two contexts, one continuation (WinoGrande's shape): the options of one document share t draws and target
+    masks, so their difference barely moves across seeds, while options drawn independently (two documents) differ
+    by more than either option's own MC spread."""
+    contexts = ["The trophy did not fit in the suitcase because the trophy",
+                "The trophy did not fit in the suitcase because the suitcase"]
+    continuation = " was too big."
+    spread = {}
+    for name, docs in (("shared", (0, 0)), ("independent", (0, 1))):
+        diffs, first = [], []
+        for seed in range(5):
+            lm = harness.SEDDLM(mixing_sedd, n_samples=8, seed=seed, batch_size=2, greedy=False, disable_tqdm=True)
+            (a, _), (b, _) = lm.loglikelihood([_instance(c, continuation, d) for c, d in zip(contexts, docs)])
+            diffs.append(a - b)
+            first.append(a)
+        spread[name] = (float(np.std(diffs)), float(np.std(first)))
+    (shared, own), (independent, _) = spread["shared"], spread["independent"]
+    assert own > 1.0  # the MC noise of one option is large on this model
+    assert shared < 0.01 * own  # ... and cancels in the difference of one document's options
+    assert independent > 0.5 * own
+
+
+def test_batch_size_counts_requests_and_never_moves_a_number(mixing_sedd):
+    """batch_size (lm-eval's) x mc_batch_size bounds the rows of a forward pass; results do not depend on either."""
+    rows = []
+    hook = mixing_sedd.model.register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[0]))
+    reqs = [_instance("Say it", " again.", 0, "piqa"), _instance("Say it", " later.", 0, "piqa"),
+            _instance("Go on", " now.", 1, "piqa")]
+    lengths = [len(harness.SEDDLM(mixing_sedd)._frame(*r.args)[1]) for r in reqs]
+    assert lengths[0] == lengths[1]  # two requests of one length: they may share a forward pass
+    try:
+        results = {}
+        for batch, mc in ((1, 4), (3, 4), (2, 8)):
+            rows.clear()
+            lm = harness.SEDDLM(mixing_sedd, n_samples=8, batch_size=batch, mc_batch_size=mc, greedy=False,
+                                disable_tqdm=True)
+            results[batch, mc] = lm.loglikelihood(reqs)
+            assert max(rows) == min(batch * mc, 8 * 2)  # same-length requests share a forward pass
+    finally:
+        hook.remove()
+    assert results[1, 4] == results[3, 4] == results[2, 8]
+
+
+def test_batch_size_in_model_args_and_from_lm_eval(mixing_sedd, tmp_path):
+    """`batch_size=` in --model_args beside lm-eval's own --batch_size: no duplicate keyword; model_args wins."""
+    mixing_sedd.model.save_pretrained(tmp_path / "m")
+    lm = harness.SEDDLM.create_from_arg_string(f"pretrained={tmp_path / 'm'},batch_size=3,n_samples=4",
+                                               {"batch_size": 1, "max_batch_size": None, "device": "cpu"})
+    assert lm.batch_size == 3 and lm.n_samples == 4
+    lm = harness.SEDDLM.create_from_arg_string(f"pretrained={tmp_path / 'm'}", {"batch_size": 5, "device": "cpu"})
+    assert lm.batch_size == 5
+    lm = harness.SEDDLM.create_from_arg_obj({"pretrained": str(tmp_path / "m"), "batch_size": 2}, {"batch_size": 1})
+    assert lm.batch_size == 2
+    # lm-eval's own runner, as its CLI calls it: batch_size both in model_args and as its --batch_size
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    yaml_path, _ = local_tasks.local_task_yaml("lambada_openai", write_jsonl(tmp_path / "l.jsonl", LAMBADA_DOCS[:1]),
+                                               tmp_path / "tasks")
+    out = lm_eval.simple_evaluate(model="sedd", model_args=f"pretrained={tmp_path / 'm'},batch_size=2,n_samples=2",
+                                  batch_size=1, device="cpu", tasks=[str(yaml_path)], limit=1, bootstrap_iters=0,
+                                  task_manager=TaskManager(include_defaults=False))
+    assert "lambada_openai_local" in out["results"]
+    with pytest.raises(UserError, match="batch_size must be a positive integer"):
+        harness.SEDDLM(mixing_sedd, batch_size=0)
+    with pytest.raises(UserError, match="eos_framing"):
+        harness.SEDDLM(mixing_sedd, eos_framing="bos")
+
+
+def test_eos_framing_none_scores_the_bare_ids(mixing_sedd):
+    from pysedd.likelihood import conditional_nelbo
+    from pysedd.tokenizer import get_tokenizer
+
+    tok = get_tokenizer()
+    req = _instance("A cat sat on the", " mat", 4, "lambada_openai")
+    lm = harness.SEDDLM(mixing_sedd, n_samples=4, seed=1, eos_framing="none", disable_tqdm=True)
+    ((ll, _),) = lm.loglikelihood([req])
+    expected = conditional_nelbo(mixing_sedd.model, mixing_sedd.graph, mixing_sedd.noise, [tok.encode("A cat sat on the")],
+                                 [tok.encode(" mat")], n_samples=4, seed=1,
+                                 keys=[derived_seed(1, "doc", "lambada_openai", 4)])[0]
+    assert ll == pytest.approx(-expected)
+    both = harness.SEDDLM(mixing_sedd, n_samples=4, seed=1, disable_tqdm=True).loglikelihood([req])[0][0]
+    assert both != ll
+
+
+class _Payload:
+    """Unpickling this creates a directory: the test fails if anything unpickles a planted cache file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.marker,)
+
+
+def test_lm_eval_resume_cache_never_unpickles(tiny_gpt2, tmp_path):
+    """A rerun reads only pysedd's JSON answers; pickle payloads planted in every cache file (and in the sqlite file
+    lm-eval's own cache would open) never run, and the result is unchanged."""
+    import pickle
+    import sqlite3
+
+    from pysedd.cli import main
+
+    data = write_jsonl(tmp_path / "lambada.jsonl", LAMBADA_DOCS[:2])
+    out = tmp_path / "lm.json"
+    cmd = ["eval", "lm-eval", "--model", tiny_gpt2.source, "--tasks", "lambada_openai", "--task-file",
+           f"lambada_openai={data}", "--quiet", "--device", "cpu", "--out", str(out)]
+    assert main(cmd) == 0
+    first = json.loads(out.read_text())["pysedd"]["metrics"]
+    protocol = json.loads(out.read_text())["pysedd"]["protocol"]
+    assert protocol["eos_framing"] == "none" and protocol["request_cache"].startswith("pysedd JSON")
+    marker = tmp_path / "payload-ran"
+    payload = pickle.dumps(_Payload(marker))
+    (cache_dir,) = (tmp_path / "lm.json.shards").glob("requests-*")
+    shards = list(cache_dir.glob("*.json"))
+    assert shards
+    for shard in shards[: len(shards) // 2 or 1]:  # half of them become pickles; the rest stay valid JSON
+        shard.write_bytes(payload)
+    db = sqlite3.connect(f"{cache_dir}_rank0.db")  # lm-eval's CachingLM layout: a sqlite table of pickled values
+    db.execute("CREATE TABLE unnamed (key TEXT PRIMARY KEY, value BLOB)")
+    db.execute("INSERT INTO unnamed VALUES (?, ?)", ("k", sqlite3.Binary(payload)))
+    db.commit()
+    db.close()
+    assert main(cmd) == 0
+    assert not marker.exists()
+    assert json.loads(out.read_text())["pysedd"]["metrics"] == first

@@ -86,7 +86,12 @@ def add_parser(subparsers) -> None:
     h.add_argument("--task-file", action="append", metavar="TASK=PATH", help="a local data file for one task (repeatable)")
     h.add_argument("--n-samples", "--mc-samples", type=int, default=256, help="SEDD: MC draws of t per request (default 256)")
     h.add_argument("--seed", type=int, default=0, help="base seed (each request derives its own)")
-    h.add_argument("--batch-size", type=int, default=16)
+    h.add_argument("--batch-size", type=int, default=4,
+                   help="requests per batch, lm-eval's batch size (SEDD: at most batch-size x mc-batch-size rows per forward)")
+    h.add_argument("--mc-batch-size", type=int, default=16, help="SEDD: MC draws of one request per forward (default 16)")
+    h.add_argument("--eos-framing", choices=["both", "none"], default="both",
+                   help="SEDD: 'both' scores [EOS]+context ++ continuation+[EOS] (default); 'none' scores context ++ "
+                   "continuation, the framing lm-eval's hf model gives GPT-2")
     h.add_argument("--limit", type=float, help="documents per task (an int, or a fraction < 1)")
     h.add_argument("--num-fewshot", type=int, default=0)
     h.add_argument("--no-greedy", action="store_true", help="SEDD: skip the greedy pass (is_greedy=False everywhere)")
@@ -115,6 +120,9 @@ def add_parser(subparsers) -> None:
     d.add_argument("--reference-limit", type=int, help="blocks of reference data (default: as many as the largest sample set)")
     d.add_argument("--length", type=int, help="reference block length (default: the samples' length, else 1024)")
     d.add_argument("--window", type=int, default=100, help="repetition window (default 100)")
+    d.add_argument("--repetition-ngram", type=int, default=3,
+                   help="n of the paper's repetition column: n-grams seen in the window (default 3; the literal "
+                   "single-token reading is always reported beside it)")
     d.add_argument("--distinct-n", type=int, nargs="*", default=[], help="also corpus distinct-n for these n")
     d.set_defaults(func=run_diversity)
 
@@ -138,7 +146,11 @@ def add_parser(subparsers) -> None:
                    help="continuations per prompt; row i continues prompt i mod n-prompts (as pysedd sample writes them)")
     m.add_argument("--seed", type=int, default=0, help="generation seed")
     m.add_argument("--mauve-seeds", "--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    m.add_argument("--num-buckets", type=int, help="k-means buckets (default max(2, round(n/10)), recorded)")
+    m.add_argument("--num-buckets", type=int, help="k-means buckets (default mauve-text's 'auto', max(2, round(n/10)), recorded)")
+    m.add_argument("--features", choices=["text", "ids"], default="text",
+                   help="text (default, the paper): decoded text featurised by mauve-text itself with the judge, truncated "
+                   "to --max-text-length tokens; ids: the judge's features of the raw token ids")
+    m.add_argument("--max-text-length", type=int, default=100, help="text features: tokens kept per text (default 100)")
     m.add_argument("--batch-size", type=int, default=16)
     m.set_defaults(func=run_mauve)
 
@@ -149,6 +161,14 @@ def _device(args) -> str:
     from ..eval.common import default_device
 
     return args.device or default_device()
+
+
+def _at_least(args, low: int, *names: str) -> None:
+    """Each named option, when given, is an integer >= low."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
 
 
 def _model_info(lm) -> dict:
@@ -179,6 +199,11 @@ def run_zero_shot(args) -> int:
                                           limit=args.limit, shard_size=args.shard_size, chunking=args.chunking)
     if args.data and files:
         raise UserError("give either --data (a prepared directory) or --data-file, not both")
+    if not args.data:  # name an unknown dataset before anything else is checked or loaded
+        from ..data.corpora import canonical_name
+
+        for name in args.datasets:
+            canonical_name(name)
     if args.data:
         from ..data import read_manifest
 
@@ -198,7 +223,7 @@ def run_zero_shot(args) -> int:
                                                     prepared_dir=args.data)
     result = {"evaluation": "zero-shot", "model": _model_info(lm), "tokenizer": tokenizer.fingerprint,
               "settings": dataclasses.asdict(settings), "scoring": zero_shot.scoring_note(lm.kind, settings),
-              "datasets": datasets}
+              "protocol": zero_shot.protocol(lm.kind, settings), "datasets": datasets}
     return _finish(args, result, zero_shot.table([result]))
 
 
@@ -219,23 +244,22 @@ def run_lm_eval(args) -> int:
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
     lm = load_model(args.model, args.kind, _device(args))
     shards = Path(str(args.out) + ".shards")
+    _at_least(args, 1, "batch_size", "mc_batch_size", "n_samples")
     settings = {"tasks": args.tasks, "n_samples": args.n_samples, "seed": args.seed, "batch_size": args.batch_size,
                 "limit": limit, "num_fewshot": args.num_fewshot, "greedy": not args.no_greedy,
-                "bootstrap_iters": args.bootstrap_iters}
+                "bootstrap_iters": args.bootstrap_iters, "mc_batch_size": args.mc_batch_size,
+                "eos_framing": args.eos_framing}
     cache = None
-    if not args.no_resume:  # lm-eval's sqlite request cache: a rerun skips every request already answered
-        shards.mkdir(parents=True, exist_ok=True)
+    if not args.no_resume:  # pysedd's JSON request cache: a rerun skips every request already answered
         cache = str(shards / f"requests-{settings_hash({**settings, 'model': lm.fingerprint})}")
     out = harness.run_lm_eval(lm, args.tasks, data_files=files, cache_dir=str(shards / "tasks"),
-                              n_samples=args.n_samples, seed=args.seed, batch_size=args.batch_size, limit=limit,
-                              num_fewshot=args.num_fewshot, greedy=not args.no_greedy,
+                              n_samples=args.n_samples, seed=args.seed, batch_size=args.batch_size,
+                              mc_batch_size=args.mc_batch_size, limit=limit, num_fewshot=args.num_fewshot,
+                              greedy=not args.no_greedy, eos_framing=args.eos_framing,
                               bootstrap_iters=args.bootstrap_iters, request_cache=cache)
     metrics = harness.task_metrics(out["lm_eval"])
     pysedd_info = {"evaluation": "lm-eval", "model": _model_info(lm), "settings": settings, "tasks": out["tasks"],
-                   "metrics": metrics,
-                   "likelihood": ("SEDD: -(conditional NELBO of tok(continuation)+EOS given EOS+tok(context)), "
-                                  "seed derived from --seed and the context" if lm.kind == "sedd"
-                                  else "GPT-2 exact, lm-eval's hf model")}
+                   "metrics": metrics, "likelihood": out["protocol"]["likelihood"], "protocol": out["protocol"]}
     result = {**out["lm_eval"], "pysedd": pysedd_info}
     return _finish(args, result, harness.table([(lm.source, metrics)]))
 
@@ -245,6 +269,7 @@ def run_gen_ppl(args) -> int:
     from ..eval.common import load_model, load_samples
     from ..tokenizer import get_tokenizer
 
+    _at_least(args, 1, "batch_size", "limit")
     settings = gen_ppl.GenPPLSettings(modes=tuple(args.modes), batch_size=args.batch_size,
                                       min_entropy=args.min_entropy, limit=args.limit)
     inputs = [load_samples(path) for path in args.samples]
@@ -253,7 +278,7 @@ def run_gen_ppl(args) -> int:
     results = [gen_ppl.evaluate_samples(judge, s, meta, fp, settings, tokenizer, args.out, resume=not args.no_resume,
                                         progress=not args.quiet) for s, meta, fp in inputs]
     result = {"evaluation": "gen-ppl", "judge": _model_info(judge), "settings": dataclasses.asdict(settings),
-              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes},
+              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes}, "protocol": gen_ppl.protocol(settings),
               "results": {path: r for path, r in zip(args.samples, results)}}
     return _finish(args, result, gen_ppl.table(results, settings))
 
@@ -264,10 +289,13 @@ def run_diversity(args) -> int:
 
     if not args.samples and not args.reference:
         raise UserError("give --samples and/or --reference")
+    _at_least(args, 1, "window", "reference_limit", "length", "repetition_ngram")
+    if any(n < 1 for n in args.distinct_n):
+        raise UserError(f"--distinct-n must be >= 1, got {' '.join(map(str, args.distinct_n))}")
     rows, entries = [], {}
     sample_sets = [load_samples(path) for path in args.samples]
     for (samples, meta, fp), path in zip(sample_sets, args.samples):
-        metrics = diversity.diversity(samples, args.distinct_n, args.window)
+        metrics = diversity.diversity(samples, args.distinct_n, args.window, args.repetition_ngram)
         name = setting_name(meta, Path(path).name)
         rows.append((name, metrics))
         entries[path] = {"name": name, "kind": "samples", "source": {**fp, "meta": meta}, "metrics": metrics}
@@ -279,15 +307,16 @@ def run_diversity(args) -> int:
         tokenizer = get_tokenizer(args.tokenizer)
         for ref in args.reference:
             blocks, info = load_token_blocks(ref, length, limit, tokenizer, args.split)
-            metrics = diversity.diversity(blocks, args.distinct_n, args.window)
+            metrics = diversity.diversity(blocks, args.distinct_n, args.window, args.repetition_ngram)
             name = f"data: {Path(ref).name}"
             rows.append((name, metrics))
             entries[ref] = {"name": name, "kind": "reference", "source": info, "metrics": metrics}
     result = {"evaluation": "diversity", "settings": {"window": args.window, "distinct_n": args.distinct_n,
                                                       "reference_length": length, "reference_limit": limit,
-                                                      "reference_split": args.split},
-              "results": entries}
-    return _finish(args, result, diversity.table(rows, args.window))
+                                                      "reference_split": args.split,
+                                                      "repetition_ngram": args.repetition_ngram},
+              "protocol": diversity.protocol(args.window, args.repetition_ngram), "results": entries}
+    return _finish(args, result, diversity.table(rows, args.window, args.repetition_ngram))
 
 
 def run_mauve(args) -> int:
@@ -297,10 +326,12 @@ def run_mauve(args) -> int:
 
     if (args.model is None) == (args.samples is None):
         raise UserError("give exactly one of --model (generate here) or --samples (pre-generated)")
+    _at_least(args, 1, "max_text_length", "num_buckets", "batch_size", "n_prompts", "samples_per_prompt", "steps")
     settings = mauve_eval.MauveSettings(prompt_len=args.prompt_len, gen_len=args.gen_len, canvas=args.canvas,
                                         n_prompts=args.n_prompts, samples_per_prompt=args.samples_per_prompt,
                                         seed=args.seed, mauve_seeds=tuple(args.mauve_seeds), num_buckets=args.num_buckets,
-                                        steps=args.steps, batch_size=args.batch_size, field=args.field)
+                                        steps=args.steps, batch_size=args.batch_size, field=args.field,
+                                        features=args.features, max_text_length=args.max_text_length)
     tokenizer = get_tokenizer(args.tokenizer)
     refs, prompt_info = mauve_eval.load_prompts(args.prompts, settings, tokenizer)
     device = _device(args)
@@ -315,7 +346,7 @@ def run_mauve(args) -> int:
                 raise UserError(f"{args.samples} was sampled with {key} {made[key]}, not {ours}")
     judge = load_model(args.judge, "gpt2", device)
     metrics = mauve_eval.evaluate(lm, judge, refs, settings, args.out, samples=samples, resume=not args.no_resume,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, tokenizer=tokenizer)
     if lm is not None:
         setting = f"gen-{settings.canvas}" if lm.kind == "sedd" else "AR"
         name = f"{lm.source} ({setting})"

@@ -117,6 +117,14 @@ def evaluate_samples(judge: LoadedModel, samples: np.ndarray, meta: dict, finger
     }
 
 
+def protocol(settings: GenPPLSettings) -> dict:
+    """How the numbers of a gen-PPL result were computed."""
+    return {"primary_mode": settings.modes[0], "modes": {m: MODE_NAMES[m] for m in settings.modes},
+            "scored": "raw sampled ids, tokens 2..L, sliding window past the judge's context"
+                      + ("; mode (c) decodes and re-tokenises" if "c" in settings.modes else ""),
+            "entropy": "unigram entropy of the raw ids per sample, nats", "min_entropy_mode_d": settings.min_entropy}
+
+
 def table(results: list[dict], settings: GenPPLSettings) -> str:
     """Table 3: one row per sampler setting; the primary mode first, the other modes after the entropy."""
     primary, others = settings.modes[0], settings.modes[1:]

@@ -152,6 +152,17 @@ def scoring_note(kind: str, settings: ZeroShotSettings) -> str:
     return f"GPT-2 exact: EOS prepended to each {settings.seq_len - 1}-token chunk as the first token's context; all chunk tokens scored"
 
 
+def protocol(kind: str, settings: ZeroShotSettings) -> dict:
+    """How the numbers of a zero-shot result were computed."""
+    return {"likelihood": scoring_note(kind, settings), "bound": kind == "sedd",
+            "chunking": settings.chunking, "chunk_len": settings.seq_len, "split": settings.split,
+            "packing": "rows detokenised, GPT-2-tokenised, one EOS appended each, concatenated, cut into non-overlapping "
+                       "chunks, remainder dropped, no BOS",
+            "primary": "mean_then_exp", "also": "exp_then_mean",
+            **({"n_samples": settings.n_samples, "stratified": settings.stratified, "sampling_eps": settings.sampling_eps,
+                "seed": settings.seed} if kind == "sedd" else {"ar_first_token": settings.ar_first_token})}
+
+
 def table(results: list[dict]) -> str:
     """Table 1: one row per model, one column per dataset; ≤ marks a diffusion bound; exp-then-mean in brackets."""
     datasets = [d for d in DATASETS if any(d in r["datasets"] for r in results)]
