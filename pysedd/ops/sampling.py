@@ -3,7 +3,7 @@ import torch
 
 import pysedd.ops as ops
 from pysedd.ops import reference
-from pysedd.sampling.weights import sample_categorical
+from pysedd.ops.categorical import sample_categorical
 
 PREDICTORS = {"euler": 0, "analytic": 1, "denoise": 2}
 
@@ -26,6 +26,8 @@ def reverse_step(graph, log_score, x, coef, predictor, frozen=None, generator=No
         seed, offset = torch.randint(0, 2**62, (2,), generator=generator, device=device).tolist()
         return torch.ops.pysedd.reverse_step(log_score, x.long(), coef, frozen, 0 if graph.absorb else 1,
                                              PREDICTORS[predictor], seed, offset % 2**32)
-    weights = reference.reverse_weights(log_score, x, coef, predictor, graph.absorb)
+    weights = reference.reverse_weights(log_score.double(), x, coef.double(), predictor, graph.absorb)
     new = sample_categorical(weights, generator)
+    if graph.absorb:  # unmasked tokens never move (their weights are one-hot anyway, unless a score overflowed)
+        frozen = (x != graph.dim - 1) if frozen is None else frozen | (x != graph.dim - 1)
     return new if frozen is None else torch.where(frozen, x, new)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..ops.categorical import sample_categorical  # noqa: F401  (re-exported)
+
 from ..graph import Graph
 from ..noise import Noise
 
@@ -39,14 +41,3 @@ def denoise_probs(graph: Graph, noise: Noise, score: torch.Tensor, x: torch.Tens
     sigma = noise.total_noise(t).to(score.dtype)
     probs = graph.staggered_score(score, sigma) * graph.transp_transition(x, sigma)
     return probs[..., :-1] if graph.absorb else probs
-
-
-def sample_categorical(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """argmax_k w_k / E_k with E_k ~ Exp(1), in float64: P(k) = w_k / sum(w) for unnormalised w >= 0.
-
-    Negative weights never win. float32 uniforms cap the race (Gumbel noise <= 16.6), which lowers the
-    effective temperature and with it generative perplexity and entropy; float64 pushes the cap to 36.7.
-    """
-    u = torch.rand(weights.shape, dtype=torch.float64, device=weights.device, generator=generator)
-    exp_noise = (-torch.log1p(-u)).clamp_min_(torch.finfo(torch.float64).tiny)
-    return (weights.double() / exp_noise).argmax(dim=-1)
