@@ -2,7 +2,7 @@
 trace under torch.compile(fullgraph=True). Backward of the forward op calls another registered op."""
 import torch
 
-from pysedd.ops import HAS_EXT
+from pysedd.ops.backend import HAS_EXT
 
 if HAS_EXT:
 

@@ -1,6 +1,7 @@
-"""Pure-PyTorch formulas of the pysedd ops: the spec the C++/CUDA kernels are tested against
-(kernels.md §5, sedd-spec.md §6 and §9). They work in the input's precision (bf16 is upcast to fp32,
-fp64 stays fp64) and materialise [B, L, V] intermediates freely: clarity over speed."""
+"""The one PyTorch statement of SEDD's maths: e^sigma - 1, the score entropy, the reverse-step weights and the fused
+output-layer row step. They are the spec the C++/CUDA kernels are tested against and the fallback where no kernel
+runs (docs/sampling.md). They work in the input's precision (score entropy: bf16 is upcast to fp32, fp64 stays
+fp64) and materialise [B, L, V] intermediates freely: clarity over speed."""
 import math
 
 import torch
@@ -11,7 +12,7 @@ def esigm1(sigma: torch.Tensor) -> torch.Tensor:
     return torch.where(sigma < 0.5, torch.expm1(sigma), torch.exp(sigma) - 1)
 
 
-def _phi(u: torch.Tensor) -> torch.Tensor:
+def phi(u: torch.Tensor) -> torch.Tensor:
     """phi(u) = e^u - 1 - u >= 0, the score-entropy summand without cancellation."""
     return torch.expm1(u) - u
 
@@ -34,14 +35,14 @@ def score_entropy(log_score, sigma, xt, x0, absorb: bool) -> torch.Tensor:
         N = V - 1
         rest = s[..., :N].exp().scatter(-1, x0[..., None], 0.0).sum(-1)
         r = 1.0 / e
-        loss = rest + r * _phi(s_x0 - torch.log(r))
+        loss = rest + r * phi(s_x0 - torch.log(r))
         return torch.where(xt == N, loss, torch.zeros_like(loss))
     N = V
     same = (xt == x0)[..., None]
     r = torch.where(same, e[..., None] / (e[..., None] + N), torch.ones_like(s))
     r_x0 = torch.where(same.squeeze(-1), r[..., 0], 1.0 + N / e)
     r = r.scatter(-1, x0[..., None], r_x0[..., None])
-    terms = (r * _phi(s - torch.log(r))).scatter(-1, xt[..., None], 0.0)
+    terms = (r * phi(s - torch.log(r))).scatter(-1, xt[..., None], 0.0)
     return terms.sum(-1) / N
 
 
@@ -101,7 +102,7 @@ def absorb_raw_loss_grad_(logits, x0, row_weight, n_real: int) -> torch.Tensor:
     raw_x0 = z.gather(-1, x0[:, None])
     ez = z[:, :N].exp()
     rest = ez.scatter(-1, x0[:, None], 0.0).sum(-1, keepdim=True) / N
-    loss = w * (rest + _phi(raw_x0 - math.log(N)))
+    loss = w * (rest + phi(raw_x0 - math.log(N)))
     grad = torch.zeros_like(z)
     grad[:, :N] = w * ez / N
     grad.scatter_add_(-1, x0[:, None], -w.expand_as(raw_x0))

@@ -22,16 +22,17 @@ import math
 
 import torch
 
+from .. import ops
 from ..errors import UserError
-from ..graph import Graph, esigm1
+from ..graph import Graph
 from ..noise import Noise
-from ..ops import reference as ops_reference
+from ..ops import RowScores, reverse_step
 from ..ops.categorical import check_categorical, sample_categorical_reference
+from ..ops.reference import esigm1, reverse_weights
 from .conditioning import Conditioning, clamp, resolve
 from .result import EOS_ID, SampleOutput, Stopwatch, eos_lengths
-from .step import RowScores, kernel_enabled, reverse_step
 
-PREDICTORS = ("euler", "analytic")
+PREDICTORS = tuple(p for p in ops.PREDICTOR_CODES if p != "denoise")
 CACHE_MODES = ("off", "exact", "approximate")
 TIME_FREE_SIGMA = math.log(2.0)  # e^sigma - 1 = 1
 
@@ -74,7 +75,7 @@ class ScoreCache:
         # B=2, L=64, 32 steps: 2.24 s vs 4.00 s), because the skipped output projection dominates the step.
         device = model_device(model)
         self.rows_only = graph.absorb and hasattr(model, "hidden_states") and hasattr(model, "head") and \
-            not (device.type == "cuda" and kernel_enabled(device))
+            not (device.type == "cuda" and ops.kernel_available(torch.empty(0, device=device)))
         self.mask_index = graph.mask_index if graph.absorb else None
         self.nfe = self.hits = 0
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (x, log_score, sigma_eval)
@@ -224,7 +225,7 @@ def _reference_loop(model, graph, noise, batch_size, length, steps, predictor, d
             sigma = noise.in_dtype(t)[0]
             coef = sigma if kind == "denoise" else sigma - noise.in_dtype(t - dt)[0]
         log_score = model(x, sigma.reshape(-1))
-        weights = ops_reference.reverse_weights(log_score, x, coef, kind, graph.absorb, reference=True)
+        weights = reverse_weights(log_score, x, coef, kind, graph.absorb, reference=True)
         return sample_categorical_reference(weights, gen)
 
     for i in range(steps):
