@@ -321,3 +321,30 @@ def test_fused_absorb_loss_bf16():
     for a, r in zip(low, ref):
         assert a.grad.dtype == torch.bfloat16
         torch.testing.assert_close(a.grad.float(), r.grad, rtol=0, atol=2e-2 * r.grad.abs().max().item())
+
+
+def test_token_ids_are_checked_in_the_api_layer():
+    """Out-of-range ids fail before any kernel runs, as one catchable error naming the tensor (the same check runs
+    for CUDA tensors, where a kernel could only assert)."""
+    s, xt, x0, sigma = make_inputs(True, 2, 5, 9)
+    with pytest.raises(RuntimeError, match="x0 holds ids .* outside the real tokens"):
+        torch.ops.pysedd.score_entropy_fwd(s, xt, torch.full_like(x0, 8), sigma, 0)  # MASK is not a clean token
+    with pytest.raises(RuntimeError, match="xt holds ids .* outside the vocabulary"):
+        torch.ops.pysedd.score_entropy_weighted(s, torch.full_like(xt, 9), x0, sigma, torch.ones(2, 5), 0)
+    with pytest.raises(RuntimeError, match="x holds ids .* outside the vocabulary"):
+        torch.ops.pysedd.reverse_step(s, torch.full_like(xt, -1), sigma, None, 0, 1, 1, 0)
+    with pytest.raises(RuntimeError, match="x0 holds ids"):
+        torch.ops.pysedd.absorb_raw_loss_grad_(s[0].clone(), torch.full((5,), 8), torch.ones(5), 8)
+
+
+def test_fake_kernels_check_shapes():
+    """Under fake tensors (torch.compile's tracing) a mis-shaped call fails as the real kernel would."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        s, x = torch.empty(2, 5, 9), torch.zeros(2, 5, dtype=torch.int64)
+        assert torch.ops.pysedd.reverse_step(s, x, torch.empty(2, dtype=f64), None, 0, 1, 1, 0).shape == (2, 5)
+        with pytest.raises(Exception, match="x must have shape"):
+            torch.ops.pysedd.reverse_step(s, x[:, :4], torch.empty(2, dtype=f64), None, 0, 1, 1, 0)
+        with pytest.raises(Exception, match="sigma must have shape"):
+            torch.ops.pysedd.score_entropy_fwd(s, x, x, torch.empty(3), 0)
