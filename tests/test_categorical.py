@@ -1,8 +1,6 @@
 """categorical="reference" against an independent transcription of the official SEDD sampler (its graph, noise and
 catsample operations, rewritten here line by line from reading that code), id for id under the same seed; and the
 two categorical draws against exact laws: float64 matches them, the official float32 draw is truncated."""
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F

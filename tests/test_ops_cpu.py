@@ -348,3 +348,23 @@ def test_fake_kernels_check_shapes():
             torch.ops.pysedd.reverse_step(s, x[:, :4], torch.empty(2, dtype=f64), None, 0, 1, 1, 0)
         with pytest.raises(Exception, match="sigma must have shape"):
             torch.ops.pysedd.score_entropy_fwd(s, x, x, torch.empty(3), 0)
+
+
+def test_kernel_codes_are_the_python_table():
+    """The C++ side names its predictor and graph codes in its errors: they are ops.PREDICTOR_CODES/GRAPH_CODES."""
+    s, xt, _, sigma = make_inputs(True, 1, 2, 5)
+    with pytest.raises(RuntimeError) as err:
+        torch.ops.pysedd.reverse_step(s, xt, sigma, None, 0, 99, 1, 0)
+    assert all(f"{code} ({name})" in str(err.value) for name, code in ops.PREDICTOR_CODES.items())
+    with pytest.raises(RuntimeError) as err:
+        torch.ops.pysedd.reverse_step(s, xt, sigma, None, 7, 0, 1, 0)
+    assert all(f"{code} ({name})" in str(err.value) for name, code in ops.GRAPH_CODES.items())
+
+
+def test_graph_score_entropy_takes_the_kernel():
+    """Code written against the reference's API (graph.score_entropy) gets the compiled kernel for fp32 CPU input."""
+    s, xt, x0, sigma = make_inputs(True, 2, 6, 9)
+    got = Absorbing(8).score_entropy(s, sigma.float(), xt, x0)
+    assert torch.equal(got, torch.ops.pysedd.score_entropy_fwd(s, xt, x0, sigma.float(), 0))
+    with ops.use_reference():
+        torch.testing.assert_close(Absorbing(8).score_entropy(s, sigma.float(), xt, x0), got, rtol=1e-5, atol=1e-5)

@@ -1,14 +1,10 @@
-"""The pure-PyTorch formulas of pysedd.ops.reference against brute force from the rate matrices
-(sedd-spec §5/§6/§9, kernels.md §5): score entropy from its definition, reverse-step weights from
-matrix exponentials, and the exponential race's frequencies."""
+"""The pure-PyTorch formulas of pysedd.ops.reference against brute force from the rate matrices: score entropy
+from its definition, reverse-step weights from matrix exponentials."""
 import math
 
 import pytest
 import torch
-from scipy.stats import chisquare
 
-from pysedd.graph import Absorbing, Uniform
-from pysedd.noise import Geometric, LogLinear
 from pysedd.ops import reference as R
 
 f64 = torch.float64
