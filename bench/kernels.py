@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pysedd.ops as ops  # noqa: E402
 from pysedd.graph import Absorbing  # noqa: E402
 from pysedd.noise import LogLinear  # noqa: E402
-from pysedd.sampling.weights import analytic_probs, euler_probs, sample_categorical  # noqa: E402
+from pysedd.ops.categorical import sample_categorical  # noqa: E402
+from pysedd.ops.reference import reverse_weights  # noqa: E402
 
 
 def _status_kb(field):
@@ -102,14 +103,13 @@ def reverse_step_cases(rows, V, g):
     dt = 1 / 128
     sigma, rate = noise(t)
     coefs = {"euler": dt * rate, "analytic": sigma - noise.total_noise(t - dt)}
-    probs = {"euler": euler_probs, "analytic": analytic_probs}
     cases = {}
     for pred in ("euler", "analytic"):
         def kernel(pred=pred):
             ops.reverse_step(graph, ls, x, coefs[pred], pred, generator=g)
 
-        def reference(pred=pred):  # what the sampler does: weights from the graph methods, float64 race
-            sample_categorical(probs[pred](graph, noise, ls.exp(), x, t, dt), g)
+        def reference(pred=pred):  # the PyTorch statement on the full tensor: float64 weights, float64 race
+            sample_categorical(reverse_weights(ls.double(), x, coefs[pred], pred, True), g)
 
         cases[f"reverse_step {pred}"] = (kernel, reference)
     return cases

@@ -1,5 +1,5 @@
 // The pysedd._C module: importing it runs the static registrations below (and the per-backend
-// TORCH_LIBRARY_IMPL blocks in csrc/api and csrc/cuda). Python calls torch.ops.pysedd.<op>.
+// TORCH_LIBRARY_IMPL blocks beside each kernel in csrc/cpu and csrc/cuda). Python calls torch.ops.pysedd.<op>.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -25,4 +25,7 @@ TORCH_LIBRARY(pysedd, m) {
   // one reverse-diffusion step: next tokens [B, L] drawn from the predictor's weights
   m.def("reverse_step(Tensor log_score, Tensor x, Tensor coef, Tensor? frozen, int graph, int predictor, int seed,"
         " int offset) -> Tensor");
+  // pysedd::fused_absorb_loss (output layer + absorb loss, chunked) is not declared here: it has no C++ body, it
+  // is a Python composite of matmuls and absorb_raw_loss_grad_, so torch.library.custom_op in
+  // pysedd/ops/fused.py declares its schema from the Python signature, next to its fake and autograd.
 }

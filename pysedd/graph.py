@@ -9,17 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import ops
 from .errors import UserError
-
-
-def esigm1(sigma: torch.Tensor) -> torch.Tensor:
-    """e^sigma - 1, through expm1 where it matters (sigma is about 1e-5 at the end of sampling)."""
-    return torch.where(sigma < 0.5, torch.expm1(sigma), torch.exp(sigma) - 1)
-
-
-def phi(u: torch.Tensor) -> torch.Tensor:
-    """phi(u) = e^u - 1 - u >= 0: the score-entropy integrand in a form that does not cancel."""
-    return torch.expm1(u) - u
+from .ops.reference import esigm1  # noqa: F401  (re-exported: users of the reference's graph_lib look here)
 
 
 def _sigma_like(sigma, x: torch.Tensor) -> torch.Tensor:
@@ -54,10 +46,16 @@ class Graph:
         rate = rate.scatter(-1, x[..., None], 0.0)
         return rate.scatter(-1, x[..., None], -rate.sum(-1, keepdim=True))
 
-    def sample_rate(self, x: torch.Tensor, rate: torch.Tensor, generator=None) -> torch.Tensor:
-        from .sampling.weights import sample_categorical
-
-        return sample_categorical(F.one_hot(x, self.dim).to(rate) + rate, generator=generator)
+    def score_entropy(self, log_score: torch.Tensor, sigma, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """Per-position score entropy [B, L] of log-scores [B, L, V] at noisy tokens x given clean x0, with the
+        reference's signature; sigma [B], [B, 1] or a scalar. It goes through `pysedd.ops.score_entropy`, the loss's
+        dispatcher (the compiled kernel when there is one, else `pysedd.ops.reference.score_entropy`)."""
+        self.check_ids(x, "x")
+        self.check_ids(x0, "x0")
+        sigma = _sigma_like(sigma, x)
+        if sigma.numel() not in (1, x.shape[0]) or (sigma.dim() > 1 and sigma.shape[1:].numel() != 1):
+            raise UserError(f"score_entropy needs one sigma per sequence, got shape {tuple(sigma.shape)}")
+        return ops.score_entropy(self, log_score, sigma.reshape(-1).expand(x.shape[0]), x, x0)
 
 
 class Absorbing(Graph):
@@ -114,22 +112,6 @@ class Absorbing(Graph):
         out[..., self.mask_index] += extra
         return out
 
-    def score_entropy(self, log_score: torch.Tensor, sigma, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        """Per-position score entropy [B, L]; only masked positions contribute.
-
-        Stable form: sum_{j<N, j != x0} e^{s_j} + r * phi(s_{x0} - log r), with r = 1 / (e^sigma - 1).
-        """
-        s = log_score.float() if log_score.dtype in (torch.bfloat16, torch.float16) else log_score
-        e = esigm1(_sigma_like(sigma, x).to(s.dtype)).expand(x.shape)
-        masked = x == self.mask_index
-        s_m, x0_m, e_m = s[masked], x0[masked], e[masked]
-        exp_others = s_m[:, : self.n_tokens].exp().scatter(-1, x0_m[:, None], 0.0).sum(-1)
-        log_r = -torch.log(e_m)
-        s_x0 = s_m.gather(-1, x0_m[:, None]).squeeze(-1)
-        out = torch.zeros(x.shape, dtype=s.dtype, device=s.device)
-        return out.index_put((masked,), exp_others + torch.exp(log_r) * phi(s_x0 - log_r))
-
-
 class Uniform(Graph):
     """Each token jumps to a uniformly drawn token (itself included) at rate 1: Q = 11^T / N - I."""
 
@@ -175,25 +157,6 @@ class Uniform(Graph):
         dsigma = _sigma_like(dsigma, score[..., 0])[..., None]
         a = torch.exp(-dsigma)
         return score / a + (torch.expm1(-dsigma) / (self.dim * a)) * score.sum(-1, keepdim=True)
-
-    def score_entropy(self, log_score: torch.Tensor, sigma, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        """Per-position score entropy [B, L] in the stable form (1/N) sum_{y != x} r_y phi(s_y - log r_y).
-
-        r_y = e/(e + N) for every y when x = x0; otherwise r_{x0} = 1 + N/e and r_y = 1. The closed form of the
-        reference cancels catastrophically at small sigma (NaN in float32 below 1e-3), this one does not.
-        """
-        s = log_score.float() if log_score.dtype in (torch.bfloat16, torch.float16) else log_score
-        e = esigm1(_sigma_like(sigma, x).to(s.dtype)).expand(x.shape)[..., None]
-        n = self.dim
-        log_ratio = torch.log(e) - torch.log(e + n)  # x = x0: every y has r_y = e / (e + N)
-        log_r0 = torch.log(e + n) - torch.log(e)  # x != x0: r_{x0} = 1 + N / e
-        same = (x == x0)[..., None]
-        log_r = torch.where(same, log_ratio, 0.0).expand(s.shape)
-        log_r = log_r.scatter(-1, x0[..., None], torch.where(same, log_ratio, log_r0))
-        terms = torch.exp(log_r) * phi(s - log_r)
-        terms = terms.scatter(-1, x[..., None], 0.0)
-        return terms.sum(-1) / n
-
 
 def get_graph(graph_type: str, n_tokens: int) -> Graph:
     if graph_type == "absorb":

@@ -5,7 +5,8 @@ import torch
 
 from . import ops
 from .errors import UserError
-from .graph import Graph, esigm1
+from .graph import Graph
+from .ops.reference import esigm1
 from .noise import Noise
 
 

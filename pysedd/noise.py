@@ -45,6 +45,11 @@ class Noise:
         t64 = t.double()
         return self._total(t64).to(t.dtype), self._rate(t64).to(t.dtype)
 
+    def in_dtype(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigma(t), sigma'(t)) computed in t's own dtype with the official code's operations, and no range check
+        (its float32 grid steps a hair below t = 0): what categorical="reference" uses to reproduce its time grid."""
+        return self._total(t), self._rate(t)
+
 
 class LogLinear(Noise):
     """sigma(t) = -log(1 - (1 - eps) t): the masking probability 1 - e^{-sigma} = (1 - eps) t is linear in t.
@@ -81,6 +86,12 @@ class Geometric(Noise):
 
     def _rate(self, t):
         return self._total(t) * self.log_ratio
+
+    def in_dtype(self, t):
+        # the official schedule keeps sigma_min and sigma_max in a float32 tensor (torch's default dtype)
+        s = torch.tensor([self.sigma_min, self.sigma_max], device=t.device)
+        total = s[0] ** (1 - t) * s[1] ** t
+        return total, total * (s[1].log() - s[0].log())
 
     def __repr__(self) -> str:
         return f"Geometric(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"

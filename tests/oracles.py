@@ -16,7 +16,11 @@ class FactorisedAbsorbOracle(nn.Module):
 
     Masked position l: log p_l(j) - log(e^sigma - 1) for j < N, 0 at MASK. Unmasked token i: 0 at i,
     log(e^sigma - 1) - log p_l(i) at MASK, a zero ratio elsewhere. The sigma dependence is exactly scale_by_sigma's,
-    so the network part ignores sigma: time_independent."""
+    so the network part ignores sigma: time_independent.
+
+    It has SEDD's row-subset interface too (`hidden_states` + `head`, the hidden state being the position), so the
+    samplers take the path `pysedd sample` takes with a SEDD on CPU: only the masked rows are projected and stepped.
+    `forward_only(oracle)` hides that interface (full [B, L, V] outputs: the compiled kernel's path for float32)."""
 
     time_independent = True
     scale_by_sigma = True
@@ -24,21 +28,55 @@ class FactorisedAbsorbOracle(nn.Module):
     def __init__(self, p: torch.Tensor, dtype=torch.float64):
         super().__init__()
         self.register_buffer("logp", p.double().log())
-        self.n_tokens, self.dtype = p.shape[1], dtype  # float32 output takes the compiled reverse-step kernel if built
+        self.n_tokens, self.dtype = p.shape[1], dtype
         self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.head_rows = 0  # rows projected through `head`
+
+    def log_scores(self, pos: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Log-scores [R, K, N + 1] at positions pos [R, K] holding tokens x [R, K], sigma [R]."""
+        N = M = self.n_tokens
+        log_e = torch.log(esigm1(sigma.double()))[:, None, None]  # [R, 1, 1]
+        logp = self.logp[pos]  # [R, K, N]
+        out = torch.full((*x.shape, N + 1), NEG, dtype=torch.float64, device=x.device)
+        out[..., :N] = torch.where((x == M)[..., None], logp - log_e, NEG)
+        p_self = logp.gather(-1, x.clamp_max(N - 1)[..., None]).squeeze(-1)
+        out[..., M] = torch.where(x == M, 0.0, log_e[..., 0] - p_self)
+        return out.scatter(-1, x[..., None], 0.0).to(self.dtype)
+
+    def positions(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.arange(x.shape[1], device=x.device).expand(x.shape)
 
     def forward(self, x, sigma):
         self.calls.append((x.clone(), sigma.clone()))
-        B, L = x.shape
-        N, M = self.n_tokens, self.n_tokens
-        log_e = torch.log(esigm1(sigma.double()))[:, None]  # [B, 1]
-        logp = self.logp[:L][None].expand(B, L, N)
-        masked = (x == M)[..., None]
-        out = torch.full((B, L, N + 1), NEG, dtype=torch.float64)
-        out[..., :N] = torch.where(masked, logp - log_e[..., None], NEG)
-        p_self = logp.gather(-1, x.clamp_max(N - 1)[..., None]).squeeze(-1)
-        out[..., M] = torch.where(x == M, 0.0, log_e - p_self)
-        return out.scatter(-1, x[..., None], 0.0).to(self.dtype)
+        return self.log_scores(self.positions(x), x, sigma.reshape(-1).expand(x.shape[0]))
+
+    def hidden_states(self, x, sigma):
+        self.calls.append((x.clone(), sigma.clone()))
+        return self.positions(x)[..., None].double()  # [B, L, 1]: all the head needs is where the row is
+
+    def head(self, h, x, sigma):
+        self.head_rows += x.numel()
+        sigma = torch.as_tensor(sigma, device=x.device).reshape(-1).expand(x.shape[0])
+        return self.log_scores(h[..., 0].long(), x, sigma)
+
+
+class _ForwardOnly(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.time_independent, self.scale_by_sigma = model.time_independent, model.scale_by_sigma
+
+    @property
+    def calls(self):
+        return self.model.calls
+
+    def forward(self, x, sigma):
+        return self.model(x, sigma)
+
+
+def forward_only(model: nn.Module) -> nn.Module:
+    """The same oracle with only `forward` (full [B, L, V] outputs)."""
+    return _ForwardOnly(model)
 
 
 class TimeConditionedAbsorbOracle(FactorisedAbsorbOracle):

@@ -45,6 +45,24 @@ def test_sample_sedd_unconditional(models, tmp_path, sampler):
     assert np.array_equal(load(again)["samples"], z["samples"])
 
 
+def test_sample_reference_categorical_is_the_official_loop_and_recorded(models, tmp_path):
+    """--categorical reference: the batches are the official sampler's runs one after another from torch.manual_seed
+    (pc_sample's reference loop, itself checked id for id against a transcription in test_categorical.py)."""
+    from pysedd.graph import Absorbing
+    from pysedd.noise import LogLinear
+    from pysedd.sampling import pc_sample
+
+    out = tmp_path / "r.npz"
+    assert main(["sample", "--model", str(models / "sedd"), "--num-samples", "3", "--length", "8", "--batch-size", "2",
+                 "--steps", "4", "--seed", "5", "--categorical", "reference", "--device", "cpu", "--out", str(out)]) == 0
+    z = load(out)
+    assert json.loads(str(z["meta"]))["categorical"] == "reference"
+    model = SEDD.from_pretrained(str(models / "sedd")).eval()
+    torch.manual_seed(5)
+    want = [pc_sample(model, Absorbing(TOKENS), LogLinear(), b, 8, 4, categorical="reference").samples for b in (2, 1)]
+    assert np.array_equal(z["samples"], torch.cat(want).numpy())
+
+
 @pytest.mark.parametrize("kind", ["sedd", "gpt2"])
 def test_sample_prompt_continuation(models, tmp_path, kind):
     prompts = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [3, 3, 3, 3, 3]])

@@ -13,7 +13,7 @@ from pysedd.ops import reference as R
 
 pytestmark = pytest.mark.skipif(not ops.HAS_EXT, reason="pysedd._C is not built")
 f64 = torch.float64
-PRED = {"euler": 0, "analytic": 1, "denoise": 2}
+PRED = ops.PREDICTOR_CODES
 
 
 def make_inputs(absorb, B, L, V, seed=0, masked=0.5, sigma_range=(0.05, 3.0), dtype=torch.float32):
@@ -192,6 +192,45 @@ def test_reverse_step_frequencies(absorb, predictor):
     assert chisquare(counts[keep].numpy(), (p[keep] * n).numpy()).pvalue > 1e-4
 
 
+def binned_chisquare_pvalue(counts, p, n, min_expected=20.0):
+    """Chi-square p-value of counts against n * p, with the cells expecting fewer than min_expected merged."""
+    expected = p * n
+    big = expected >= min_expected
+    cells = torch.cat([counts[big], counts[~big].sum()[None]])
+    want = torch.cat([expected[big], expected[~big].sum()[None]])
+    return chisquare(cells.numpy(), want.numpy()).pvalue
+
+
+@pytest.mark.parametrize("absorb,predictor", [(True, "euler"), (True, "analytic"), (True, "denoise"),
+                                              (False, "euler"), (False, "analytic")])
+def test_reverse_step_law_at_a_realistic_vocabulary(absorb, predictor):
+    """V = 1537 (twelve 128-wide blocks and a ragged one): a Zipf-like head and a long tail make the kernel's
+    block skip fire on most blocks; its draws must still follow the weights (chi-square, tail cells merged)."""
+    V, n = 1537, 6000
+    N = V - 1 if absorb else V
+    g = torch.Generator().manual_seed(12)
+    s = (-0.7 * torch.log(torch.arange(1, V + 1, dtype=f64)) + 0.3 * torch.randn(V, generator=g, dtype=f64)).float()
+    x = torch.tensor([[N if absorb else 3]])
+    s[x[0, 0]] = 0.0
+    total = s[:N].double().exp().sum().item()
+    if predictor == "euler":  # about half the draws move
+        coef = 0.5 / total if absorb else 0.5 * V / total
+    else:
+        coef = math.log1p(0.5 / total) if absorb else 8.0
+    coef = torch.tensor([coef], dtype=f64)
+    s = s[None, None]
+    w = R.reverse_weights(s.double(), x, coef, predictor, absorb)[0, 0].clamp_min(0)
+    p = w / w.sum()
+    draws = torch.ops.pysedd.reverse_step(s.expand(n, 1, V).contiguous(), x.expand(n, 1).contiguous(),
+                                          coef.expand(n).contiguous(), None, int(not absorb), PRED[predictor], 77, 2)
+    counts = torch.bincount(draws.flatten(), minlength=V)[: p.numel()].double()
+    assert counts[p == 0].sum() == 0
+    assert binned_chisquare_pvalue(counts, p, n) > 1e-4
+    # the mass past the first block, where skipped blocks must still be drawn at their rate
+    tail, got = p[128:N].sum().item(), counts[128:N].sum().item() / n
+    assert tail > 0.1 and abs(got - tail) < 4 * math.sqrt(tail * (1 - tail) / n)
+
+
 def test_reverse_step_determinism_and_frozen():
     s, _, x0, sigma = make_inputs(True, 3, 50, 33)
     x = torch.where(torch.rand(3, 50) < 0.7, 32, x0)
@@ -282,3 +321,50 @@ def test_fused_absorb_loss_bf16():
     for a, r in zip(low, ref):
         assert a.grad.dtype == torch.bfloat16
         torch.testing.assert_close(a.grad.float(), r.grad, rtol=0, atol=2e-2 * r.grad.abs().max().item())
+
+
+def test_token_ids_are_checked_in_the_api_layer():
+    """Out-of-range ids fail before any kernel runs, as one catchable error naming the tensor (the same check runs
+    for CUDA tensors, where a kernel could only assert)."""
+    s, xt, x0, sigma = make_inputs(True, 2, 5, 9)
+    with pytest.raises(RuntimeError, match="x0 holds ids .* outside the real tokens"):
+        torch.ops.pysedd.score_entropy_fwd(s, xt, torch.full_like(x0, 8), sigma, 0)  # MASK is not a clean token
+    with pytest.raises(RuntimeError, match="xt holds ids .* outside the vocabulary"):
+        torch.ops.pysedd.score_entropy_weighted(s, torch.full_like(xt, 9), x0, sigma, torch.ones(2, 5), 0)
+    with pytest.raises(RuntimeError, match="x holds ids .* outside the vocabulary"):
+        torch.ops.pysedd.reverse_step(s, torch.full_like(xt, -1), sigma, None, 0, 1, 1, 0)
+    with pytest.raises(RuntimeError, match="x0 holds ids"):
+        torch.ops.pysedd.absorb_raw_loss_grad_(s[0].clone(), torch.full((5,), 8), torch.ones(5), 8)
+
+
+def test_fake_kernels_check_shapes():
+    """Under fake tensors (torch.compile's tracing) a mis-shaped call fails as the real kernel would."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        s, x = torch.empty(2, 5, 9), torch.zeros(2, 5, dtype=torch.int64)
+        assert torch.ops.pysedd.reverse_step(s, x, torch.empty(2, dtype=f64), None, 0, 1, 1, 0).shape == (2, 5)
+        with pytest.raises(Exception, match="x must have shape"):
+            torch.ops.pysedd.reverse_step(s, x[:, :4], torch.empty(2, dtype=f64), None, 0, 1, 1, 0)
+        with pytest.raises(Exception, match="sigma must have shape"):
+            torch.ops.pysedd.score_entropy_fwd(s, x, x, torch.empty(3), 0)
+
+
+def test_kernel_codes_are_the_python_table():
+    """The C++ side names its predictor and graph codes in its errors: they are ops.PREDICTOR_CODES/GRAPH_CODES."""
+    s, xt, _, sigma = make_inputs(True, 1, 2, 5)
+    with pytest.raises(RuntimeError) as err:
+        torch.ops.pysedd.reverse_step(s, xt, sigma, None, 0, 99, 1, 0)
+    assert all(f"{code} ({name})" in str(err.value) for name, code in ops.PREDICTOR_CODES.items())
+    with pytest.raises(RuntimeError) as err:
+        torch.ops.pysedd.reverse_step(s, xt, sigma, None, 7, 0, 1, 0)
+    assert all(f"{code} ({name})" in str(err.value) for name, code in ops.GRAPH_CODES.items())
+
+
+def test_graph_score_entropy_takes_the_kernel():
+    """Code written against the reference's API (graph.score_entropy) gets the compiled kernel for fp32 CPU input."""
+    s, xt, x0, sigma = make_inputs(True, 2, 6, 9)
+    got = Absorbing(8).score_entropy(s, sigma.float(), xt, x0)
+    assert torch.equal(got, torch.ops.pysedd.score_entropy_fwd(s, xt, x0, sigma.float(), 0))
+    with ops.use_reference():
+        torch.testing.assert_close(Absorbing(8).score_entropy(s, sigma.float(), xt, x0), got, rtol=1e-5, atol=1e-5)

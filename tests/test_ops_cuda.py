@@ -1,4 +1,6 @@
 """The CUDA kernels against the reference (skipped without a GPU and a CUDA build of pysedd._C)."""
+import math
+
 import pytest
 import torch
 from scipy.stats import chisquare
@@ -59,7 +61,7 @@ def test_reverse_step_frequencies_cuda(absorb, predictor):
     coef = torch.tensor([0.25 if predictor == "euler" else 0.6], dtype=f64, device="cuda")
     w = R.reverse_weights(s, x, coef, predictor, absorb)[0, 0].clamp_min(0).cpu()
     p = w / w.sum()
-    pred = {"euler": 0, "analytic": 1, "denoise": 2}[predictor]
+    pred = ops.PREDICTOR_CODES[predictor]
     draws = torch.ops.pysedd.reverse_step(s.expand(n, 1, V).contiguous(), x.expand(n, 1).contiguous(),
                                           coef.expand(n).contiguous(), None, int(not absorb), pred, 2024, 1)
     again = torch.ops.pysedd.reverse_step(s.expand(n, 1, V).contiguous(), x.expand(n, 1).contiguous(),
@@ -69,6 +71,40 @@ def test_reverse_step_frequencies_cuda(absorb, predictor):
     assert counts[p == 0].sum() == 0
     keep = p > 0
     assert chisquare(counts[keep].numpy(), (p[keep] * n).numpy()).pvalue > 1e-4
+
+
+@pytest.mark.parametrize("absorb,predictor", [(True, "euler"), (True, "analytic"), (True, "denoise"),
+                                              (False, "euler"), (False, "analytic")])
+def test_reverse_step_law_at_a_realistic_vocabulary_cuda(absorb, predictor):
+    """V = 1537 (six 256-wide passes of the block reduction and a ragged one), a Zipf-like head and a long tail:
+    chi-square of the draws against the weights (cells expecting < 20 merged) and the mass past the first 256."""
+    V, n = 1537, 20000
+    N = V - 1 if absorb else V
+    g = torch.Generator().manual_seed(12)
+    s = (-0.7 * torch.log(torch.arange(1, V + 1, dtype=f64)) + 0.3 * torch.randn(V, generator=g, dtype=f64)).float()
+    x = torch.tensor([[N if absorb else 3]])
+    s[x[0, 0]] = 0.0
+    total = s[:N].double().exp().sum().item()
+    if predictor == "euler":
+        coef = 0.5 / total if absorb else 0.5 * V / total
+    else:
+        coef = math.log1p(0.5 / total) if absorb else 8.0
+    coef = torch.tensor([coef], dtype=f64)
+    s = s[None, None]
+    p = R.reverse_weights(s.double(), x, coef, predictor, absorb)[0, 0].clamp_min(0)
+    p = p / p.sum()
+    draws = torch.ops.pysedd.reverse_step(s.expand(n, 1, V).contiguous().cuda(), x.expand(n, 1).contiguous().cuda(),
+                                          coef.expand(n).contiguous().cuda(), None, int(not absorb),
+                                          ops.PREDICTOR_CODES[predictor], 77, 2).cpu()
+    counts = torch.bincount(draws.flatten(), minlength=V)[: p.numel()].double()
+    assert counts[p == 0].sum() == 0
+    expected = p * n
+    big = expected >= 20
+    cells = torch.cat([counts[big], counts[~big].sum()[None]])
+    want = torch.cat([expected[big], expected[~big].sum()[None]])
+    assert chisquare(cells.numpy(), want.numpy()).pvalue > 1e-4
+    tail, got = p[256:N].sum().item(), counts[256:N].sum().item() / n
+    assert tail > 0.1 and abs(got - tail) < 4 * math.sqrt(tail * (1 - tail) / n)
 
 
 def test_frozen_and_fused_cuda():

@@ -6,7 +6,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from oracles import FactorisedAbsorbOracle, FactorisedUniformOracle, TimeConditionedAbsorbOracle, random_factorised
+from oracles import (FactorisedAbsorbOracle, FactorisedUniformOracle, TimeConditionedAbsorbOracle, forward_only,
+                     random_factorised)
 from pysedd.config import SEDDConfig
 from pysedd.errors import UserError
 from pysedd.graph import Absorbing, Uniform
@@ -30,14 +31,20 @@ def joint_pvalue(samples: torch.Tensor, p: torch.Tensor) -> float:
     return chisquare(counts.numpy(), expected.numpy()).pvalue
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("interface,dtype", [("rows", torch.float32), ("rows", torch.float64),
+                                             ("forward", torch.float32), ("forward", torch.float64)])
 @pytest.mark.parametrize("oracle_cls", [FactorisedAbsorbOracle, TimeConditionedAbsorbOracle])
 @pytest.mark.parametrize("predictor,steps", [("analytic", 3), ("euler", 7), ("analytic", 40)])
-def test_absorb_step_samplers_draw_the_exact_distribution(oracle_cls, predictor, steps, dtype):
+def test_absorb_step_samplers_draw_the_exact_distribution(oracle_cls, predictor, steps, interface, dtype):
     """With exact scores the absorbing analytic step is the exact posterior (and Euler == analytic for loglinear),
-    so any number of steps gives the data distribution. float32 scores go through pysedd.ops' kernel when built."""
+    so any number of steps gives the data distribution. "rows": the oracle has SEDD's hidden_states + head, so this
+    is the masked-rows path `pysedd sample` takes on CPU; "forward": full outputs, which go through the compiled
+    kernel for float32 when it is built and through the PyTorch dispatcher path otherwise."""
     p = random_factorised(L, N, seed=1)
-    out = pc_sample(oracle_cls(p, dtype), Absorbing(N), LogLinear(), DRAWS, L, steps, predictor, seed=3)
+    oracle = oracle_cls(p, dtype)
+    model = oracle if interface == "rows" else forward_only(oracle)
+    out = pc_sample(model, Absorbing(N), LogLinear(), DRAWS, L, steps, predictor, seed=3)
+    assert (oracle.head_rows > 0) == (interface == "rows")
     assert (out.samples < N).all()
     assert joint_pvalue(out.samples, p) > 1e-3
     # calls stop once nothing is masked (the remaining steps could change nothing)

@@ -1,4 +1,5 @@
-"""Reverse-step weights against the exact posterior, and the float64 categorical draw (spec §9, §14 I7, I8, I10)."""
+"""Reverse-step weights (pysedd.ops.reference.reverse_weights, the one statement of them) against the exact
+posterior, and the float64 categorical draw."""
 import math
 
 import pytest
@@ -7,7 +8,22 @@ from scipy.stats import chisquare
 
 from pysedd.graph import Absorbing, Uniform
 from pysedd.noise import Geometric, LogLinear
-from pysedd.sampling import analytic_probs, denoise_probs, euler_probs, sample_categorical
+from pysedd.ops.categorical import sample_categorical
+from pysedd.ops.reference import reverse_weights
+
+
+# the step coefficients of each predictor at time t with step dt, as the sampler forms them
+def euler_probs(graph, noise, score, x, t, dt):
+    return reverse_weights(score.log(), x, dt * noise.rate_noise(t), "euler", graph.absorb)
+
+
+def analytic_probs(graph, noise, score, x, t, dt):
+    coef = noise.total_noise(t) - noise.total_noise((t - dt).clamp_min(0.0))
+    return reverse_weights(score.log(), x, coef, "analytic", graph.absorb)
+
+
+def denoise_probs(graph, noise, score, x, t):
+    return reverse_weights(score.log(), x, noise.total_noise(t), "denoise", graph.absorb)
 
 
 def q_matrix(graph):

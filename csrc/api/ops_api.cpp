@@ -1,6 +1,7 @@
-// Input checks, allocation and params filling for every op, plus the CPU registrations.
+// Input checks, allocation and params filling for every op (the backends register them from their own files).
 #include "api/api.h"
 
+#include <ATen/ops/aminmax.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
@@ -35,6 +36,16 @@ RowLayout check_scores(const at::Tensor& log_score, const at::Tensor& x, const c
   return {B, L, V};
 }
 
+// Every id in [0, hi): checked here, before any kernel runs, so a bad id is the same catchable error on every
+// backend (inside a CUDA kernel it could only be a device assert). One [B, L] reduction, no [B, L, V] pass.
+void check_ids(const at::Tensor& ids, int64_t hi, const char* name, const char* what) {
+  if (ids.numel() == 0) return;
+  const auto [lo_t, hi_t] = at::aminmax(ids);
+  const int64_t lo = lo_t.item<int64_t>(), top = hi_t.item<int64_t>();
+  TORCH_CHECK(lo >= 0 && top < hi, "pysedd: ", name, " holds ids in [", lo, ", ", top, "], outside ", what, " [0, ",
+              hi, ")");
+}
+
 at::Tensor per_batch_f64(const at::Tensor& log_score, const at::Tensor& t, int64_t B, const char* name) {
   check_device(log_score, t, name);
   TORCH_CHECK(at::isFloatingType(t.scalar_type()), "pysedd: ", name, " must be floating point, got ",
@@ -47,6 +58,11 @@ at::Tensor per_batch_f64(const at::Tensor& log_score, const at::Tensor& t, int64
 int64_t n_real_of(int64_t graph, int64_t V) {
   TORCH_CHECK(graph == kAbsorb || graph == kUniform, "pysedd: graph must be 0 (absorb) or 1 (uniform), got ", graph);
   return graph == kAbsorb ? V - 1 : V;
+}
+
+void check_loss_ids(const at::Tensor& xt, const at::Tensor& x0, int64_t graph, int64_t V) {
+  check_ids(xt, V, "xt", "the vocabulary");
+  check_ids(x0, n_real_of(graph, V), "x0", "the real tokens");
 }
 
 ScoreEntropyParams se_params(const at::Tensor& ls, const at::Tensor& xt, const at::Tensor& x0,
@@ -72,6 +88,7 @@ at::Tensor score_entropy_fwd(const at::Tensor& log_score, const at::Tensor& xt, 
                              const at::Tensor& sigma, int64_t graph, ScoreEntropyLauncher launch) {
   const RowLayout s = check_scores(log_score, xt, "xt");
   check_scores(log_score, x0, "x0");
+  check_loss_ids(xt, x0, graph, s.V);
   const at::Tensor ls = log_score.contiguous(), xtc = xt.contiguous(), x0c = x0.contiguous();
   const at::Tensor sig = per_batch_f64(log_score, sigma, s.B, "sigma");
   at::Tensor loss = at::empty({s.B, s.L}, log_score.options().dtype(at::kFloat));
@@ -86,6 +103,7 @@ at::Tensor score_entropy_bwd(const at::Tensor& grad, const at::Tensor& log_score
                              ScoreEntropyLauncher launch) {
   const RowLayout s = check_scores(log_score, xt, "xt");
   check_scores(log_score, x0, "x0");
+  check_loss_ids(xt, x0, graph, s.V);
   check_device(log_score, grad, "grad");
   TORCH_CHECK(grad.sizes() == xt.sizes(), "pysedd: grad must have shape ", xt.sizes(), ", got ", grad.sizes());
   const at::Tensor ls = log_score.contiguous(), xtc = xt.contiguous(), x0c = x0.contiguous();
@@ -105,6 +123,7 @@ std::tuple<at::Tensor, at::Tensor> score_entropy_weighted(const at::Tensor& log_
                                                           ScoreEntropyLauncher launch) {
   const RowLayout s = check_scores(log_score, xt, "xt");
   check_scores(log_score, x0, "x0");
+  check_loss_ids(xt, x0, graph, s.V);
   check_device(log_score, row_weight, "row_weight");
   TORCH_CHECK(row_weight.sizes() == xt.sizes(), "pysedd: row_weight must have shape ", xt.sizes(), ", got ",
               row_weight.sizes());
@@ -134,6 +153,7 @@ at::Tensor absorb_raw_loss_grad_(at::Tensor& logits, const at::Tensor& x0, const
               "pysedd: x0 must be int64 of shape [", n, "], got ", x0.scalar_type(), " ", x0.sizes());
   TORCH_CHECK(row_weight.dim() == 1 && row_weight.size(0) == n, "pysedd: row_weight must have shape [", n,
               "], got ", row_weight.sizes());
+  check_ids(x0, n_real, "x0", "the real tokens");
   const at::Tensor x0c = x0.contiguous();
   const at::Tensor w = row_weight.to(at::kFloat).contiguous();
   at::Tensor loss = at::empty({n}, logits.options().dtype(at::kFloat));
@@ -155,6 +175,7 @@ at::Tensor reverse_step(const at::Tensor& log_score, const at::Tensor& x, const 
                         const std::optional<at::Tensor>& frozen, int64_t graph, int64_t predictor, int64_t seed,
                         int64_t offset, ReverseStepLauncher launch) {
   const RowLayout s = check_scores(log_score, x, "x");
+  check_ids(x, s.V, "x", "the vocabulary");
   TORCH_CHECK(predictor == kEuler || predictor == kAnalytic || predictor == kDenoise,
               "pysedd: predictor must be 0 (euler), 1 (analytic) or 2 (denoise), got ", predictor);
   TORCH_CHECK(offset >= 0 && offset < (int64_t(1) << 32), "pysedd: offset must be in [0, 2^32), got ", offset);
@@ -187,35 +208,6 @@ at::Tensor reverse_step(const at::Tensor& log_score, const at::Tensor& x, const 
   p.device = log_score.device().is_cuda() ? log_score.device().index() : 0;
   if (p.rows > 0) launch(p);
   return out;
-}
-
-namespace {
-at::Tensor se_fwd_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, const at::Tensor& d, int64_t g) {
-  return score_entropy_fwd(a, b, c, d, g, &score_entropy_cpu);
-}
-at::Tensor se_bwd_cpu(const at::Tensor& gr, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
-                      const at::Tensor& d, int64_t g) {
-  return score_entropy_bwd(gr, a, b, c, d, g, &score_entropy_cpu);
-}
-std::tuple<at::Tensor, at::Tensor> se_weighted_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
-                                                   const at::Tensor& d, const at::Tensor& w, int64_t g) {
-  return score_entropy_weighted(a, b, c, d, w, g, &score_entropy_cpu);
-}
-at::Tensor absorb_raw_cpu_op(at::Tensor& logits, const at::Tensor& x0, const at::Tensor& w, int64_t n) {
-  return absorb_raw_loss_grad_(logits, x0, w, n, &absorb_raw_cpu);
-}
-at::Tensor reverse_step_cpu_op(const at::Tensor& a, const at::Tensor& x, const at::Tensor& c,
-                               const std::optional<at::Tensor>& f, int64_t g, int64_t pr, int64_t seed, int64_t off) {
-  return reverse_step(a, x, c, f, g, pr, seed, off, &reverse_step_cpu);
-}
-}  // namespace
-
-TORCH_LIBRARY_IMPL(pysedd, CPU, m) {
-  m.impl("score_entropy_fwd", &se_fwd_cpu);
-  m.impl("score_entropy_bwd", &se_bwd_cpu);
-  m.impl("score_entropy_weighted", &se_weighted_cpu);
-  m.impl("absorb_raw_loss_grad_", &absorb_raw_cpu_op);
-  m.impl("reverse_step", &reverse_step_cpu_op);
 }
 
 }  // namespace pysedd

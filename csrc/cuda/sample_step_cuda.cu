@@ -5,7 +5,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/BFloat16.h>
+#include <torch/library.h>
 
+#include "api/api.h"
 #include "cuda/block_reduce.cuh"
 #include "pysedd/math.h"
 #include "pysedd/params.h"
@@ -102,5 +104,7 @@ void reverse_step_cuda(const ReverseStepParams& p) {
   else cuda::reverse_step_kernel<float><<<p.rows, cuda::kThreads, 0, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
+
+TORCH_LIBRARY_IMPL(pysedd, CUDA, m) { StepBinding<&reverse_step_cuda>::register_in(m); }
 
 }  // namespace pysedd

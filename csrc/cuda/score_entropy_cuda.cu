@@ -1,5 +1,5 @@
 // Score entropy and the fused-layer row step on CUDA: one block per row on the current stream, fp32
-// accumulation, one pass over V. Also holds the CUDA registrations of every op.
+// accumulation, one pass over V, and their CUDA registrations.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -125,33 +125,6 @@ void absorb_raw_cuda(const AbsorbRawParams& p) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-namespace {
-at::Tensor se_fwd_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, const at::Tensor& d, int64_t g) {
-  return score_entropy_fwd(a, b, c, d, g, &score_entropy_cuda);
-}
-at::Tensor se_bwd_cuda(const at::Tensor& gr, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
-                       const at::Tensor& d, int64_t g) {
-  return score_entropy_bwd(gr, a, b, c, d, g, &score_entropy_cuda);
-}
-std::tuple<at::Tensor, at::Tensor> se_weighted_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
-                                                    const at::Tensor& d, const at::Tensor& w, int64_t g) {
-  return score_entropy_weighted(a, b, c, d, w, g, &score_entropy_cuda);
-}
-at::Tensor absorb_raw_cuda_op(at::Tensor& logits, const at::Tensor& x0, const at::Tensor& w, int64_t n) {
-  return absorb_raw_loss_grad_(logits, x0, w, n, &absorb_raw_cuda);
-}
-at::Tensor reverse_step_cuda_op(const at::Tensor& a, const at::Tensor& x, const at::Tensor& c,
-                                const std::optional<at::Tensor>& f, int64_t g, int64_t pr, int64_t seed, int64_t off) {
-  return reverse_step(a, x, c, f, g, pr, seed, off, &reverse_step_cuda);
-}
-}  // namespace
-
-TORCH_LIBRARY_IMPL(pysedd, CUDA, m) {
-  m.impl("score_entropy_fwd", &se_fwd_cuda);
-  m.impl("score_entropy_bwd", &se_bwd_cuda);
-  m.impl("score_entropy_weighted", &se_weighted_cuda);
-  m.impl("absorb_raw_loss_grad_", &absorb_raw_cuda_op);
-  m.impl("reverse_step", &reverse_step_cuda_op);
-}
+TORCH_LIBRARY_IMPL(pysedd, CUDA, m) { LossBinding<&score_entropy_cuda, &absorb_raw_cuda>::register_in(m); }
 
 }  // namespace pysedd

@@ -39,6 +39,9 @@ def add_parser(subparsers) -> None:
     g.add_argument("--cache", choices=("off", "exact", "approximate"), default="off",
                    help="skip network calls when nothing changed: off (default), exact (models that ignore sigma), "
                    "approximate (absorb; reuses a sigma-conditioned output, see bench/cache_error.py)")
+    g.add_argument("--categorical", choices=("float64", "reference"), default="float64",
+                   help="categorical draw: float64 (default, the exact law) or reference (the official sampler's "
+                        "float32 Gumbel-max and loop, which the paper's SEDD numbers come from; see docs/sampling.md)")
     g.add_argument("--tokens-per-call", type=int, default=1, help="fhs: tokens unmasked per call (default 1 = exact)")
     g = p.add_argument_group("GPT-2")
     g.add_argument("--top-p", type=float, default=None, help="nucleus sampling (default: pure ancestral)")
@@ -205,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
         prompt = None if prompts is None else torch.from_numpy(prompts[[(start + i) % len(prompts) for i in range(b)]])
         if kind == "sedd":
             cond = None if prompt is None else Conditioning.prefix(prompt)
-            common = dict(conditioning=cond, trim_eos=args.trim_eos, generator=generator, device=device)
+            common = dict(conditioning=cond, trim_eos=args.trim_eos, generator=generator, device=device,
+                          categorical=args.categorical)
             if args.sampler == "fhs":
                 res = fhs_sample(model, graph, noise, b, canvas, tokens_per_call=args.tokens_per_call, **common)
             else:
@@ -234,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         meta.update(sampler=args.sampler, steps=None if args.sampler == "fhs" else args.steps, eps=args.eps,
                     denoise=not args.no_denoise and args.sampler != "fhs", cache=args.cache, cache_hits=hits,
                     tokens_per_call=args.tokens_per_call if args.sampler == "fhs" else None,
-                    graph=model.config.graph.type, categorical="float64")
+                    graph=model.config.graph.type, categorical=args.categorical)
     else:
         meta.update(sampler=res.sampler, top_k=args.top_k, top_p=args.top_p, kv_cache=True,
                     exact_length=not args.trim_eos)

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-import pysedd.ops as ops
+from pysedd.ops import backend
 from pysedd.ops import reference
 
 
@@ -31,7 +31,7 @@ def _fused_absorb_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         stop = min(start + chunk_size, n)
         h_c = h[start:stop]
         logits = torch.addmm(bias.to(h.dtype), h_c, weight.t().to(h.dtype))
-        if ops.kernel_available(logits):
+        if backend.kernel_available(logits):
             rows = torch.ops.pysedd.absorb_raw_loss_grad_(logits, x0[start:stop], row_weight[start:stop], n_real)
         else:
             rows = reference.absorb_raw_loss_grad_(logits, x0[start:stop], row_weight[start:stop], n_real)

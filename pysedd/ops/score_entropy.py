@@ -1,26 +1,24 @@
-"""Public score-entropy API: the kernel when available for the device/dtype, else the graph's reference."""
+"""The score-entropy dispatcher (the loss's and `Graph.score_entropy`'s): the kernel when there is one for the
+device and dtype, else the PyTorch statement `pysedd.ops.reference.score_entropy`."""
 import torch
 
-import pysedd.ops as ops
-
-
-def _graph_code(graph) -> int:
-    return 0 if graph.absorb else 1
+from pysedd.ops import backend
+from pysedd.ops import reference
 
 
 def _kernel_ok(log_score, sigma, *extra) -> bool:
-    return (ops.kernel_available(log_score) and log_score.dim() == 3 and not sigma.requires_grad
+    return (backend.kernel_available(log_score) and log_score.dim() == 3 and not sigma.requires_grad
             and not any(t.requires_grad for t in extra))
 
 
 def score_entropy(graph, log_score, sigma, xt, x0) -> torch.Tensor:
     """Per-position score entropy [B, L] (float32) of log-scores [B, L, V] at noisy tokens xt given clean x0.
 
-    graph: a pysedd.graph.Absorbing/Uniform (graph.absorb, graph.dim); sigma: [B] or [B, 1] total noise.
-    (The reference keeps float64 for float64 input.)"""
+    graph: anything with `absorb` (a pysedd.graph.Absorbing/Uniform); sigma: [B] or [B, 1] total noise.
+    (The PyTorch path keeps float64 for float64 input.)"""
     if _kernel_ok(log_score, sigma):
-        return torch.ops.pysedd.score_entropy_fwd(log_score, xt.long(), x0.long(), sigma, _graph_code(graph))
-    return graph.score_entropy(log_score, sigma, xt, x0)
+        return torch.ops.pysedd.score_entropy_fwd(log_score, xt.long(), x0.long(), sigma, backend.graph_code(graph))
+    return reference.score_entropy(log_score, sigma, xt, x0, graph.absorb)
 
 
 def score_entropy_weighted(graph, log_score, sigma, xt, x0, row_weight) -> torch.Tensor:
@@ -28,6 +26,6 @@ def score_entropy_weighted(graph, log_score, sigma, xt, x0, row_weight) -> torch
     is formed in the same pass as the loss (one read of log_score instead of two), and backward is a scale."""
     if _kernel_ok(log_score, sigma, row_weight):
         return torch.ops.pysedd.score_entropy_weighted(log_score, xt.long(), x0.long(), sigma, row_weight,
-                                                       _graph_code(graph))[0]
+                                                       backend.graph_code(graph))[0]
     return (score_entropy(graph, log_score, sigma, xt, x0) * row_weight).sum()
 

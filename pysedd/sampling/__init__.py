@@ -4,10 +4,5 @@ from .conditioning import Conditioning
 from .fhs import fhs_sample
 from .pc import pc_sample
 from .result import EOS_ID, SampleOutput
-from .step import reverse_step
-from .weights import analytic_probs, denoise_probs, euler_probs, sample_categorical
 
-__all__ = [
-    "Conditioning", "EOS_ID", "SampleOutput", "analytic_probs", "denoise_probs", "euler_probs", "fhs_sample",
-    "pc_sample", "reverse_step", "sample_categorical",
-]
+__all__ = ["Conditioning", "EOS_ID", "SampleOutput", "fhs_sample", "pc_sample"]

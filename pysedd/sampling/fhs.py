@@ -22,7 +22,7 @@ from ..noise import Noise
 from .conditioning import Conditioning, clamp, resolve
 from .pc import check_positive_int, model_device
 from .result import EOS_ID, SampleOutput, Stopwatch, eos_lengths
-from .weights import sample_categorical
+from ..ops.categorical import check_categorical, sample_categorical, sample_categorical_reference
 
 
 def log_scores_at(model: torch.nn.Module, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,12 @@ def fhs_sample(
     generator: torch.Generator | None = None,
     seed: int | None = None,
     device=None,
+    categorical: str = "float64",
 ) -> SampleOutput:
+    """categorical="float64" draws each token from its exact law; "reference" draws it with the official sampler's
+    float32 Gumbel-max on exp(log-score - max) in the network's dtype (the official code has no FHS; this setting
+    only carries its categorical draw and its truncation over). Event times and positions are float64 either way."""
+    check_categorical(categorical)
     if graph is None or noise is None:  # None: the model's own (model.config)
         graph, noise = model.graph_and_noise(graph, noise)
     if not graph.absorb:
@@ -90,8 +95,12 @@ def fhs_sample(
         top = keys.topk(kk, dim=1)
         idx, valid = top.indices, top.values >= 0
         xr = x[rows]
-        log_score = log_scores_at(model, xr, sigma.float(), idx)[..., :n_real].double()
-        tokens = sample_categorical(torch.exp(log_score - log_score.amax(-1, keepdim=True)), generator)
+        log_score = log_scores_at(model, xr, sigma.float(), idx)[..., :n_real]
+        if categorical == "reference":
+            tokens = sample_categorical_reference(torch.exp(log_score - log_score.amax(-1, keepdim=True)), generator)
+        else:
+            log_score = log_score.double()
+            tokens = sample_categorical(torch.exp(log_score - log_score.amax(-1, keepdim=True)), generator)
         xr = xr.scatter(1, idx, torch.where(valid, tokens, xr.gather(1, idx)))
         x[rows] = xr
         masked[rows] = xr == mask_id
@@ -104,5 +113,5 @@ def fhs_sample(
     return SampleOutput(
         samples=x, nfe=nfe, tokens=batch_size * length - n_fixed, wall_time=wall,
         sampler="fhs" if k == 1 else f"fhs-k{k}", steps=None,
-        lengths=eos_lengths(x, eos_id, fixed) if trim_eos else None, extra=dict(tokens_per_call=k),
+        lengths=eos_lengths(x, eos_id, fixed) if trim_eos else None, extra=dict(tokens_per_call=k, categorical=categorical),
     )

@@ -22,14 +22,17 @@ import math
 
 import torch
 
+from .. import ops
 from ..errors import UserError
-from ..graph import Graph, esigm1
+from ..graph import Graph
 from ..noise import Noise
+from ..ops import RowScores, reverse_step
+from ..ops.categorical import check_categorical, sample_categorical_reference
+from ..ops.reference import esigm1, reverse_weights
 from .conditioning import Conditioning, clamp, resolve
 from .result import EOS_ID, SampleOutput, Stopwatch, eos_lengths
-from .step import RowScores, kernel_enabled, reverse_step
 
-PREDICTORS = ("euler", "analytic")
+PREDICTORS = tuple(p for p in ops.PREDICTOR_CODES if p != "denoise")
 CACHE_MODES = ("off", "exact", "approximate")
 TIME_FREE_SIGMA = math.log(2.0)  # e^sigma - 1 = 1
 
@@ -72,7 +75,7 @@ class ScoreCache:
         # B=2, L=64, 32 steps: 2.24 s vs 4.00 s), because the skipped output projection dominates the step.
         device = model_device(model)
         self.rows_only = graph.absorb and hasattr(model, "hidden_states") and hasattr(model, "head") and \
-            not (device.type == "cuda" and kernel_enabled(device))
+            not (device.type == "cuda" and ops.kernel_available(torch.empty(0, device=device)))
         self.mask_index = graph.mask_index if graph.absorb else None
         self.nfe = self.hits = 0
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (x, log_score, sigma_eval)
@@ -125,8 +128,13 @@ def pc_sample(
     trim_eos: bool = False,
     eos_id: int = EOS_ID,
     seed: int | None = None,
+    categorical: str = "float64",
 ) -> SampleOutput:
-    """Draw [batch_size, length] ids; `conditioning` fixes any positions; `trim_eos` sets lengths at the first EOS."""
+    """Draw [batch_size, length] ids; `conditioning` fixes any positions; `trim_eos` sets lengths at the first EOS.
+
+    categorical="float64" (default) draws every step from its exact law; "reference" runs the official sampler's
+    loop instead (its float32 grid, full-tensor float32 Gumbel draws, every step and call): see `_reference_loop`."""
+    check_categorical(categorical)
     if graph is None or noise is None:  # None: the model's own (model.config)
         graph, noise = model.graph_and_noise(graph, noise)
     if predictor not in PREDICTORS:
@@ -136,6 +144,11 @@ def pc_sample(
     if not 0.0 < eps < 1.0:
         raise UserError(f"eps must lie in (0, 1), got {eps}")
     device = model_device(model, device)
+    if categorical == "reference":
+        if cache != "off":
+            raise UserError("categorical='reference' reproduces the official sampler, which has no cache: use cache='off'")
+        return _reference_loop(model, graph, noise, batch_size, length, steps, predictor, denoise, eps, generator,
+                               device, conditioning, trim_eos, eos_id, seed)
     if generator is None and seed is not None:
         generator = torch.Generator(device).manual_seed(seed)
     model.eval()
@@ -173,5 +186,64 @@ def pc_sample(
     return SampleOutput(
         samples=x, nfe=scorer.nfe, tokens=batch_size * length - n_fixed, wall_time=wall, sampler=predictor,
         steps=steps, cache_hits=scorer.hits, lengths=eos_lengths(x, eos_id, fixed) if trim_eos else None,
-        extra=dict(cache=cache, eps=eps, denoise=denoise),
+        extra=dict(cache=cache, eps=eps, denoise=denoise, categorical=categorical),
+    )
+
+
+def _reference_loop(model, graph, noise, batch_size, length, steps, predictor, denoise, eps, generator, device,
+                    conditioning, trim_eos, eos_id, seed) -> SampleOutput:
+    """The official `get_pc_sampler` loop, so that the same seed gives the same ids on CPU (docs/sampling.md).
+
+    Its time grid is linspace(1, eps, steps + 1) in float32 with sigma computed in float32; the network is called at
+    every step (also once nothing is masked) and at the denoiser; the weights cover every position and come from
+    `reverse_weights` in the network's dtype; each step draws one uniform per entry of the full weight tensor.
+    Randomness: the uniform graph's random start from a CPU generator, then the draws on `device`; `seed` seeds
+    both (as torch.manual_seed does), `generator` is used where it lives, and with neither, torch's global
+    generators are used, exactly as the official code does. Conditioning is clamped before every step, before the
+    denoiser and in the output, as its `proj_fun`."""
+    cpu_gen = gen = generator
+    if generator is None and seed is not None:
+        cpu_gen = torch.Generator().manual_seed(seed)
+        gen = cpu_gen if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
+    elif generator is not None and generator.device.type != "cpu":
+        cpu_gen = None
+    model.eval()
+    fixed, values = resolve(conditioning, batch_size, length, graph.n_tokens, device)
+    clock = Stopwatch(device)
+
+    if graph.absorb:
+        x = graph.sample_limit(batch_size, length).to(device)
+    else:
+        x = graph.sample_limit(batch_size, length, generator=cpu_gen).to(device)
+    timesteps = torch.linspace(1, eps, steps + 1, device=device)
+    dt = (1 - eps) / steps
+    nfe = 0
+
+    def step(x, t, kind):
+        if kind == "euler":
+            sigma, rate = noise.in_dtype(t)
+            coef = dt * rate
+        else:
+            sigma = noise.in_dtype(t)[0]
+            coef = sigma if kind == "denoise" else sigma - noise.in_dtype(t - dt)[0]
+        log_score = model(x, sigma.reshape(-1))
+        weights = reverse_weights(log_score, x, coef, kind, graph.absorb, reference=True)
+        return sample_categorical_reference(weights, gen)
+
+    for i in range(steps):
+        x = clamp(x, fixed, values)
+        x = step(x, timesteps[i] * torch.ones(batch_size, 1, device=device), predictor)
+        nfe += 1
+    if denoise:
+        x = clamp(x, fixed, values)
+        x = step(x, timesteps[-1] * torch.ones(batch_size, 1, device=device), "denoise")
+        nfe += 1
+    x = clamp(x, fixed, values)
+
+    wall = clock.stop()
+    n_fixed = 0 if fixed is None else int(fixed.sum())
+    return SampleOutput(
+        samples=x, nfe=nfe, tokens=batch_size * length - n_fixed, wall_time=wall, sampler=predictor, steps=steps,
+        lengths=eos_lengths(x, eos_id, fixed) if trim_eos else None,
+        extra=dict(cache="off", eps=eps, denoise=denoise, categorical="reference"),
     )

@@ -217,7 +217,8 @@ def sampling_options(name, setting):
     unc = config["unconditional"]
     common = {k: unc[k] for k in ("num_samples", "length", "batch_size", "seed")}
     if MODELS[name]["kind"] == "sedd":
-        return {**common, "sampler": unc["sedd"]["sampler"], "steps": int(setting[1:])}
+        return {**common, "sampler": unc["sedd"]["sampler"], "categorical": unc["sedd"]["categorical"],
+                "steps": int(setting[1:])}
     return {**common, **unc["gpt2"][setting]}
 
 
@@ -301,7 +302,8 @@ def conditional_options(name, setting):
         "seed": m["seed"],
     }
     if MODELS[name]["kind"] == "sedd":
-        options.update(sampler=m["sampler"], steps=m["steps"], canvas=int(setting.removeprefix("gen-")))
+        options.update(sampler=m["sampler"], categorical=m["categorical"], steps=m["steps"],
+                       canvas=int(setting.removeprefix("gen-")))
     else:
         options.update(top_k=0)  # ancestral sampling, as the paper's GPT-2 continuations
     return options
