@@ -6,6 +6,7 @@ of the pysedd sources that stage runs, because Snakemake's code trigger only see
 import hashlib
 import json
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -17,6 +18,9 @@ PKG = REPO / "pysedd"
 RESULTS = config["results_dir"]
 PYSEDD = config["pysedd"]  # the command that runs pysedd, e.g. "pysedd" or "python -m pysedd"
 
+sys.path.insert(0, str(REPO))  # this checkout's pysedd: the report's plan names the result files the rules write
+import pysedd.report as paper_plan  # noqa: E402
+
 # The pysedd sources each stage family runs (globs; modules that do not exist yet are skipped). CORE is the model
 # maths every stage that runs a network depends on.
 CORE = ["config.py", "model.py", "graph.py", "noise.py", "hub.py", "ops/**/*.py", "csrc/**/*"]
@@ -26,7 +30,7 @@ FAMILY_SOURCES = {
     "sample": CORE + ["ar.py", "sampling/**/*.py", "commands/sample.py"],
     "eval": CORE + ["ar.py", "likelihood.py", "tokenizer.py", "eval/**/*.py", "commands/eval*.py"],
     "bench": CORE + ["ar.py", "sampling/**/*.py", "bench/**/*.py", "commands/bench*.py"],
-    "report": ["report.py", "commands/report.py"],
+    "report": ["report.py", "results.py", "paper/*", "commands/report.py"],
 }
 
 
@@ -121,11 +125,8 @@ def sampling_options(name, setting):
 
 
 def conditional_settings(name):
-    """MAUVE generation settings: the canvases for SEDD (gen-100/gen-1024), one causal setting for GPT-2."""
-    mauve = config["mauve"]
-    if MODELS[name]["kind"] == "sedd":
-        return [f"gen-{canvas}" for canvas in mauve["canvases"]]
-    return ["gen"]
+    """MAUVE generation settings: gen-<canvas>-T<steps> for SEDD, the configured sampling settings for GPT-2."""
+    return paper_plan.conditional_settings(config, name)
 
 
 def final_targets():
@@ -180,9 +181,10 @@ def conditional_options(name, setting):
         "seed": m["seed"],
     }
     if MODELS[name]["kind"] == "sedd":
-        options.update(sampler=m["sampler"], steps=m["steps"], canvas=int(setting.removeprefix("gen-")))
+        canvas, steps = setting.removeprefix("gen-").split("-T")
+        options.update(sampler=m["sampler"], steps=int(steps), canvas=int(canvas))
     else:
-        options.update(top_k=0)  # ancestral sampling, as the paper's GPT-2 continuations
+        options.update(m["gpt2"][setting])
     return options
 
 
@@ -204,6 +206,8 @@ def diversity_reference():
         return None
     if name == "heldout":
         return f"{RESULTS}/data/train", "validation"
+    if name == paper_plan.real_text_name(config):
+        return f"{RESULTS}/data/real/{name}", "test"
     if name not in config["zero_shot"]["datasets"]:
         raise ValueError(f"config key 'diversity.reference': {name!r} is neither heldout, none nor a zero_shot dataset")
     return zero_shot_data(name)
@@ -234,27 +238,24 @@ def latency_model(kind):
 # ---------------------------------------------------------------- report helpers
 
 
-TABLES = {
-    "table1-zero-shot": "Table 1: zero-shot perplexity",
-    "table2-lm-eval": "Table 2: downstream tasks",
-    "table3-gen-ppl": "Table 3: generative perplexity",
-    "table4-diversity": "Table 4: diversity",
-    "table5-mauve": "Table 5: MAUVE",
-    "table6-continuation-ppl": "Table 6: continuation perplexity",
-    "latency": "Latency table",
-}
-
-
 def evaluation_results():
-    """Every JSON result the report summarises, for the configured models, datasets and settings."""
-    out = [f"{RESULTS}/eval/zero-shot/{m}/{d}.json" for m in SUBJECTS for d in config["zero_shot"]["datasets"]]
-    if config["lm_eval"]["tasks"]:
-        out += [f"{RESULTS}/eval/lm-eval/{m}.json" for m in SUBJECTS]
-    for m in SUBJECTS:
-        for s in unconditional_settings(m):
-            out += [f"{RESULTS}/eval/gen-ppl/{m}/{s}.json", f"{RESULTS}/eval/diversity/{m}/{s}.json"]
-        out += [f"{RESULTS}/eval/mauve/{m}/{s}.json" for s in conditional_settings(m)]
-    if diversity_reference() is not None:
-        out.append(f"{RESULTS}/eval/diversity/data/{config['diversity']['reference']}.json")
-    out.append(rules.latency.output.json)
+    """Every JSON result the report reads: the report's own plan of the config (pysedd.report.result_files)."""
+    diversity_reference()  # a reference that names nothing fails here, before any job
+    return [f"{RESULTS}/{path}" for path in paper_plan.result_files(config)]
+
+
+def local_inputs():
+    """(config key, path) of every local file the config reads: corpora given as files and the MAUVE prompts."""
+    out = [(f"zero_shot.datasets.{d}.path", p) for d, spec in config["zero_shot"]["datasets"].items()
+           for p in spec.get("path", [])]
+    out += [("data.path", p) for p in config["data"].get("path", [])]
+    out += [("real_text.path", p) for p in (config.get("real_text") or {}).get("path", [])]
+    if config["mauve"]["prompts"]["source"] == "file":
+        out.append(("mauve.prompts.path", config["mauve"]["prompts"]["path"]))
     return out
+
+
+MISSING_INPUTS = [(key, p) for key, p in local_inputs() if not Path(p).is_file()]
+if MISSING_INPUTS:
+    raise ValueError("local files the config needs are missing; download them first (see the config's header and "
+                     "the README): " + "; ".join(f"{p} (config key {key})" for key, p in MISSING_INPUTS))
