@@ -123,6 +123,7 @@ class PlannedTable:
     rows: list[tuple[str, str | None]]  # (label, paper row id or None)
     columns: list[tuple[str, Column]]
     cells: dict[tuple[int, int], Cell] = field(default_factory=dict)
+    of_paper_models: set[int] = field(default_factory=set)  # extra rows of configured models the paper evaluates
 
     def paper_cells(self) -> list[Cell]:
         paper_rows = [i for i, (_, rid) in enumerate(self.rows) if rid is not None]
@@ -241,6 +242,10 @@ def _extra_columns(config: dict, table: Table) -> list[tuple[str, Column]]:
     return []
 
 
+def ev_has_models(table: Table) -> bool:
+    return table.evaluation != "zero-shot" and table.evaluation != "lm-eval"
+
+
 def plan(config: dict, paper: Paper | None = None) -> list[PlannedTable]:
     """Every table of the paper laid out for `config`: the paper's rows and columns (planned or not) followed by the
     configured ones the paper does not have."""
@@ -259,12 +264,16 @@ def plan(config: dict, paper: Paper | None = None) -> list[PlannedTable]:
                 cell = _cell(config, table, source, setting, col) if source is not None else Cell(reason=reason)
                 cell.paper = table.value(row, col) if col in table.columns else None
                 cells[i, j] = cell
+        paper_models = {_model_for(config, paper, m) for m in paper.models} | {"sedd", "gpt2"}
+        extra = []
         for label, source, setting in _extra_rows(config, table, taken):
             i = len(rows)
             rows.append((label, None))
+            if source in paper_models and ev_has_models(table):
+                extra.append(i)
             for j, (_, col) in enumerate(columns):
                 cells[i, j] = _cell(config, table, source, setting, col)
-        out.append(PlannedTable(table, rows, columns, cells))
+        out.append(PlannedTable(table, rows, columns, cells, set(extra)))
     return out
 
 
@@ -390,7 +399,7 @@ def render(results: Path, p: PlannedTable, with_paper: bool, cache: dict) -> Ren
     """Rows and columns of one table; each planned cell's value (read now: a missing result is an error) and, with
     the paper, the published value and the difference, plus how many cells are within tolerance."""
     keep_rows = [i for i, (_, rid) in enumerate(p.rows) if (with_paper and rid is not None)
-                 or any(p.cells[i, j].path for j in range(len(p.columns)))]
+                 or (any(p.cells[i, j].path for j in range(len(p.columns))) and not (with_paper and i in p.of_paper_models))]
     keep_cols = [j for j, (_, c) in enumerate(p.columns) if (with_paper and c in p.table.columns)
                  or any(p.cells[i, j].path for i in keep_rows)]
     header = ["model"]
