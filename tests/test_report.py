@@ -185,3 +185,22 @@ def test_cli_plan_and_bad_input(tmp_path):
     assert proc.stderr.strip() == f"pysedd: error: results directory {tmp_path / 'nope'} does not exist"
     proc = _cli("--plan", "--configfile", str(tmp_path / "none.yaml"))
     assert proc.returncode == 2 and proc.stderr.startswith("pysedd: error: cannot read config")
+
+
+def test_diversity_with_window_50_reaches_the_report(tmp_path):
+    """A schema-valid window other than 100 used to write a key the report did not look for (a silent '–'): the
+    record carries the window as a value, and the repetition rate counts brute-force repeats within 50 tokens."""
+    import numpy as np
+
+    from pysedd.cli import main
+
+    rng = np.random.default_rng(0)
+    samples = rng.integers(0, 30, size=(3, 120))
+    path = tmp_path / "s.npz"
+    np.savez(path, samples=samples, meta=np.array(json.dumps({"model": "sedd", "steps": 8})))
+    out = tmp_path / "d.json"
+    assert main(["eval", "diversity", "--samples", str(path), "--window", "50", "--out", str(out)]) == 0
+    entry = records.read_one(out, "diversity")
+    assert entry.window == 50
+    brute = [sum(x[i] in x[max(0, i - 50):i] for i in range(1, len(x))) / (len(x) - 1) for x in samples.tolist()]
+    assert entry.repetition.mean == pytest.approx(np.mean(brute))
