@@ -36,7 +36,7 @@ DEFAULTS = {"unconditional.sedd.steps": [1024], "unconditional.gpt2": {"ancestra
             "mauve.canvases": [100, 1024], "mauve.steps": 1024, "mauve.gpt2": {"ancestral": {"top_k": 0}},
             "latency.steps": [64, 128, 256, 512, 1024], "latency.length": 1024, "diversity.reference": "heldout",
             "diversity.window": 100, "zero_shot.datasets": {}, "lm_eval.tasks": [], "real_text": None,
-            "latency.sedd": None, "latency.gpt2": None}
+            "latency.sedd": None, "latency.gpt2": None, "unconditional.models": None, "mauve.models": None}
 SAMPLING_DEFAULTS = {"top_k": 0, "top_p": 1.0, "temperature": 1.0}  # ancestral sampling
 
 
@@ -70,13 +70,23 @@ def sedd_conditional_setting(canvas: int, steps: int) -> str:
     return f"gen-{canvas}-T{steps}"
 
 
+def samples_of(config: dict, section: str, model: str) -> bool:
+    """Whether `model` is sampled for `section` (unconditional or mauve): every subject unless the section lists models."""
+    listed = get(config, f"{section}.models")
+    return listed is None or model in listed
+
+
 def unconditional_settings(config: dict, model: str) -> list[str]:
+    if not samples_of(config, "unconditional", model):
+        return []
     if kind_of(config, model) == "sedd":
         return [f"T{s}" for s in get(config, "unconditional.sedd.steps")]
     return list(get(config, "unconditional.gpt2"))
 
 
 def conditional_settings(config: dict, model: str) -> list[str]:
+    if not samples_of(config, "mauve", model):
+        return []
     if kind_of(config, model) == "sedd":
         return [sedd_conditional_setting(c, s) for s in _list(get(config, "mauve.steps")) for c in get(config, "mauve.canvases")]
     return list(get(config, "mauve.gpt2"))
@@ -89,6 +99,10 @@ def real_text_name(config: dict) -> str | None:
 
 def result_files(config: dict) -> list[str]:
     """Every result the report of `config` reads, relative to the results directory (the workflow's targets)."""
+    for section in ("unconditional", "mauve"):
+        unknown = sorted(set(get(config, f"{section}.models") or ()) - set(subjects(config)))
+        if unknown:
+            raise UserError(f"config key '{section}.models': {', '.join(unknown)} is not a subject under 'models'")
     out = [f"eval/zero-shot/{m}/{d}.json" for m in subjects(config) for d in get(config, "zero_shot.datasets")]
     if get(config, "lm_eval.tasks"):
         out += [f"eval/lm-eval/{m}.json" for m in subjects(config)]
@@ -165,6 +179,9 @@ def _source(config: dict, paper: Paper, table: Table, row: Row) -> tuple[str | N
     model = _model_for(config, paper, row.model)
     if model is None:
         return None, None, f"no configured {spec['kind']} model with hub id {spec['hub']!r}"
+    section = "mauve" if ev == "mauve" else "unconditional"
+    if ev in ("gen-ppl", "diversity", "mauve") and not samples_of(config, section, model):
+        return None, None, f"{section}.models does not list {model!r}"
     if row.sampling is not None:
         key = "mauve.gpt2" if ev == "mauve" else "unconditional.gpt2"
         setting = _gpt2_setting(get(config, key), row.sampling)
@@ -216,7 +233,7 @@ def _extra_rows(config: dict, table: Table, taken: set) -> list[tuple[str, str, 
             out.append((f"data ({data})", data, None))
         out += [(f"{m} ({s})", m, s) for m in subjects(config) for s in unconditional_settings(config, m)]
     elif ev == "mauve":
-        for m in subjects(config):
+        for m in filter(lambda m: samples_of(config, "mauve", m), subjects(config)):
             settings = ([f"T{s}" for s in _list(get(config, "mauve.steps"))] if kind_of(config, m) == "sedd"
                         else list(get(config, "mauve.gpt2")))
             out += [(f"{m} ({s})", m, s) for s in settings]

@@ -164,6 +164,15 @@ def test_result_files_are_the_workflow_targets_of_the_report():
     assert "eval/zero-shot/gpt2-large/1BW.json" in files and "eval/lm-eval/gpt2-large.json" in files
 
 
+def test_sampled_models_must_be_subjects():
+    config = paper_config()
+    config["mauve"]["models"] = ["gpt2", "gpt-2-small"]
+    with pytest.raises(UserError, match="'mauve.models': gpt-2-small is not a subject"):
+        result_files(config)
+    config["mauve"]["models"] = ["gpt2"]
+    assert "cannot  SEDD (128 steps) × MAUVE gen-1024: mauve.models does not list 'sedd-small'" in plan_text(plan(config))
+
+
 def test_override_configs_merge_key_by_key(tmp_path):
     override = tmp_path / "small.yaml"
     override.write_text(yaml.safe_dump({"unconditional": {"num_samples": 2}, "mauve": {"steps": [128]}}))
