@@ -29,6 +29,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/eval.smk"
+include: "workflow/rules/real_text.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -39,7 +40,8 @@ localrules:
     diversity,
     diversity_data,
     report,
-    models_record,
+    config_record,
+    real_text_samples,
 
 
 wildcard_constraints:

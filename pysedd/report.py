@@ -1,375 +1,529 @@
-"""The paper's tables from the evaluation results: zero-shot perplexity (Table 1), downstream tasks (2), generative
-perplexity (3), diversity (4), MAUVE (5), continuation perplexity (6) and latency (Figure 1 + table).
+"""The paper's tables from the evaluation results, each number beside the published one, and the plan of which
+paper cells a workflow config fills.
 
-The results directory has the layout the workflow writes (one JSON per evaluation, named by model and setting):
+The layout (rows, columns, published values, tolerances) comes from the paper's tables data (`pysedd.paper`); the
+numbers from the result records (`pysedd.results`) that the evaluators write. A config is matched against the paper:
+a paper model is the configured model with the same hub id, a GPT-2 sampling row the configured setting with the same
+options, a SEDD row the configured step count. Cells the config fills are *planned*; a planned result that is missing
+or malformed stops the report with an error naming the file. Configured rows and columns the paper does not have
+(the demo's models, extra settings) are shown too, without a paper value; when no paper cell is planned at all (the
+demo), the paper column is left out.
 
-    eval/zero-shot/<model>/<dataset>.json     eval/lm-eval/<model>.json
-    eval/gen-ppl/<model>/<setting>.json       eval/diversity/<model>/<setting>.json, eval/diversity/data/<name>.json
-    eval/mauve/<model>/<setting>.json         bench/latency.json (+ latency.png)
+Result files, relative to the results directory (the workflow writes these):
 
-Model and setting names come from the paths; the numbers from the JSON files, whose metric keys are looked up by
-name at any depth, so a result may nest them (``{"result": {"ppl": ...}}``) or give ``{"mean": .., "std": ..}``.
-Missing results leave an empty cell ("–"), never a made-up number.
+    eval/zero-shot/<model>/<dataset>.json   eval/lm-eval/<model>.json
+    eval/gen-ppl/<model>/<setting>.json     eval/gen-ppl/data/<name>.json      (real text)
+    eval/diversity/<model>/<setting>.json   eval/diversity/data/<name>.json
+    eval/mauve/<model>/<setting>.json       bench/latency.json
 """
 from __future__ import annotations
 
-import json
+import html
 import math
-import re
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import results as records
 from .errors import UserError
 from .io import atomic_write_text
+from .paper import Column, Paper, Row, Table, load
 
 MISSING = "–"
-# metric names, most specific first
-PPL_KEYS = ("mean_then_exp", "ppl_mean_then_exp", "ppl", "perplexity")
-GEN_PPL_KEYS = ("gen_ppl", "generative_perplexity", "ppl", "perplexity")
-ENTROPY_KEYS = ("unigram_entropy", "entropy", "mean_entropy")
-UNIQUE_KEYS = ("unique_unigram_fraction", "unique_unigrams", "unique_fraction", "unique_unigram")
-REP_KEYS = ("repetition_rate_100", "repetition_rate", "rep100", "rep_100", "repetition")
-MAUVE_KEYS = ("mauve",)
-CONT_PPL_KEYS = ("continuation_ppl", "continuation_perplexity", "cont_ppl")
-BOUND_KEYS = ("bound", "upper_bound", "is_bound", "elbo")
-LM_EVAL_TASKS = ("lambada_openai", "hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande")
-TASK_TITLES = {"lambada_openai": "LAMBADA", "hellaswag": "HellaSwag", "piqa": "PIQA", "arc_easy": "ARC-e",
-               "arc_challenge": "ARC-c", "winogrande": "WinoGrande"}
+
+# Config defaults the plan needs (the values of workflow/schemas/config.schema.yaml).
+DEFAULTS = {"unconditional.sedd.steps": [1024], "unconditional.gpt2": {"ancestral": {"top_k": 0}},
+            "mauve.canvases": [100, 1024], "mauve.steps": 1024, "mauve.gpt2": {"ancestral": {"top_k": 0}},
+            "latency.steps": [64, 128, 256, 512, 1024], "latency.length": 1024, "diversity.reference": "heldout",
+            "diversity.window": 100, "zero_shot.datasets": {}, "lm_eval.tasks": [], "real_text": None,
+            "latency.sedd": None, "latency.gpt2": None, "unconditional.models": None, "mauve.models": None}
+SAMPLING_DEFAULTS = {"top_k": 0, "top_p": 1.0, "temperature": 1.0}  # ancestral sampling
+
+
+def get(config: dict, key: str):
+    value = config
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return DEFAULTS[key]
+        value = value[part]
+    return value
+
+
+def _list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# ---------------------------------------------------------------- the config's sources and settings
+
+
+def subjects(config: dict, kind: str | None = None) -> list[str]:
+    return [n for n, m in config["models"].items()
+            if m.get("role", "subject") == "subject" and (kind is None or m["kind"] == kind)]
+
+
+def kind_of(config: dict, model: str) -> str:
+    return config["models"][model]["kind"]
+
+
+def sedd_conditional_setting(canvas: int, steps: int) -> str:
+    """The name of a SEDD prompted-sampling setting: its canvas and step count."""
+    return f"gen-{canvas}-T{steps}"
+
+
+def samples_of(config: dict, section: str, model: str) -> bool:
+    """Whether `model` is sampled for `section` (unconditional or mauve): every subject unless the section lists models."""
+    listed = get(config, f"{section}.models")
+    return listed is None or model in listed
+
+
+def unconditional_settings(config: dict, model: str) -> list[str]:
+    if not samples_of(config, "unconditional", model):
+        return []
+    if kind_of(config, model) == "sedd":
+        return [f"T{s}" for s in get(config, "unconditional.sedd.steps")]
+    return list(get(config, "unconditional.gpt2"))
+
+
+def conditional_settings(config: dict, model: str) -> list[str]:
+    if not samples_of(config, "mauve", model):
+        return []
+    if kind_of(config, model) == "sedd":
+        return [sedd_conditional_setting(c, s) for s in _list(get(config, "mauve.steps")) for c in get(config, "mauve.canvases")]
+    return list(get(config, "mauve.gpt2"))
+
+
+def real_text_name(config: dict) -> str | None:
+    real = get(config, "real_text")
+    return real["name"] if real else None
+
+
+def result_files(config: dict) -> list[str]:
+    """Every result the report of `config` reads, relative to the results directory (the workflow's targets)."""
+    for section in ("unconditional", "mauve"):
+        unknown = sorted(set(get(config, f"{section}.models") or ()) - set(subjects(config)))
+        if unknown:
+            raise UserError(f"config key '{section}.models': {', '.join(unknown)} is not a subject under 'models'")
+    out = [f"eval/zero-shot/{m}/{d}.json" for m in subjects(config) for d in get(config, "zero_shot.datasets")]
+    if get(config, "lm_eval.tasks"):
+        out += [f"eval/lm-eval/{m}.json" for m in subjects(config)]
+    for m in subjects(config):
+        for s in unconditional_settings(config, m):
+            out += [f"eval/gen-ppl/{m}/{s}.json", f"eval/diversity/{m}/{s}.json"]
+        out += [f"eval/mauve/{m}/{s}.json" for s in conditional_settings(config, m)]
+    if real_text_name(config):
+        out.append(f"eval/gen-ppl/data/{real_text_name(config)}.json")
+    if get(config, "diversity.reference") != "none":
+        out.append(f"eval/diversity/data/{get(config, 'diversity.reference')}.json")
+    out.append("bench/latency.json")
+    return out
+
+
+# ---------------------------------------------------------------- cells
 
 
 @dataclass
-class Table:
-    """A paper-shaped table: one row per model (or model + setting), one column per dataset/task/metric."""
+class Cell:
+    """One cell: where its number comes from (`path` + how to read it), or why the config cannot fill it."""
 
-    name: str
-    title: str
-    columns: list[str]
-    rows: list[tuple[str, list[str]]] = field(default_factory=list)
-    note: str = ""
-
-    def markdown(self) -> str:
-        lines = [f"### {self.title}", ""]
-        if self.note:
-            lines += [self.note, ""]
-        lines.append("| " + " | ".join([""] + self.columns) + " |")
-        lines.append("|" + "---|" * (len(self.columns) + 1))
-        if not self.rows:
-            lines.append("| *(no results)* |" + f" {MISSING} |" * len(self.columns))
-        for label, cells in self.rows:
-            lines.append("| " + " | ".join([label] + cells) + " |")
-        return "\n".join(lines) + "\n"
-
-    def tsv(self) -> str:
-        lines = ["\t".join(["model"] + self.columns)]
-        lines += ["\t".join([label] + cells) for label, cells in self.rows]
-        return "\n".join(lines) + "\n"
+    path: str | None = None
+    read: tuple = ()  # (record field, extra key) understood by `cell_value`
+    paper: float | None = None
+    reason: str = ""
 
 
-# ---------------------------------------------------------------- reading results
+@dataclass
+class PlannedTable:
+    table: Table
+    rows: list[tuple[str, str | None]]  # (label, paper row id or None)
+    columns: list[tuple[str, Column]]
+    cells: dict[tuple[int, int], Cell] = field(default_factory=dict)
+    of_paper_models: set[int] = field(default_factory=set)  # extra rows of configured models the paper evaluates
+
+    def paper_cells(self) -> list[Cell]:
+        paper_rows = [i for i, (_, rid) in enumerate(self.rows) if rid is not None]
+        paper_cols = [j for j, (_, c) in enumerate(self.columns) if c in self.table.columns]
+        return [self.cells[i, j] for i in paper_rows for j in paper_cols]
 
 
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return data
+def _sampling(options: dict) -> dict:
+    return {**SAMPLING_DEFAULTS, **{k: v for k, v in (options or {}).items() if k in SAMPLING_DEFAULTS}}
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _model_for(config: dict, paper: Paper, model: str) -> str | None:
+    hub = paper.models[model].get("hub")
+    found = [n for n in subjects(config) if config["models"][n].get("hub") == hub] if hub else []
+    return found[0] if found else None
 
 
-def _children(level: list[dict]) -> list[dict]:
-    """The dicts one level down: dict values and the dicts inside list values (a result may list its entries)."""
+def _gpt2_setting(settings: dict, sampling: dict) -> str | None:
+    return next((name for name, opts in settings.items() if _sampling(opts) == _sampling(sampling)), None)
+
+
+def _source(config: dict, paper: Paper, table: Table, row: Row) -> tuple[str | None, str | None, str]:
+    """(config model or data name, setting, reason when not configured) of a paper row."""
+    ev = table.evaluation
+    if row.data is not None:
+        configured = real_text_name(config) if ev == "gen-ppl" else get(config, "diversity.reference")
+        if configured != row.data:
+            what = "real_text.name" if ev == "gen-ppl" else "diversity.reference"
+            return None, None, f"config key {what} is not {row.data!r}"
+        return row.data, None, ""
+    spec = paper.models[row.model]
+    if ev == "latency":
+        side = get(config, f"latency.{spec['kind']}")
+        if side != spec["preset"] or get(config, "latency.length") != table.length:
+            return None, None, (f"latency.{spec['kind']} is not {spec['preset']!r} at length {table.length}")
+        if row.steps is not None and row.steps not in get(config, "latency.steps"):
+            return None, None, f"latency.steps has no {row.steps}"
+        return spec["kind"], None if row.steps is None else str(row.steps), ""
+    model = _model_for(config, paper, row.model)
+    if model is None:
+        return None, None, f"no configured {spec['kind']} model with hub id {spec['hub']!r}"
+    section = "mauve" if ev == "mauve" else "unconditional"
+    if ev in ("gen-ppl", "diversity", "mauve") and not samples_of(config, section, model):
+        return None, None, f"{section}.models does not list {model!r}"
+    if row.sampling is not None:
+        key = "mauve.gpt2" if ev == "mauve" else "unconditional.gpt2"
+        setting = _gpt2_setting(get(config, key), row.sampling)
+        return (model, setting, "") if setting else (None, None, f"{key} has no setting with {row.sampling}")
+    if row.steps is not None:
+        key = "mauve.steps" if ev == "mauve" else "unconditional.sedd.steps"
+        if row.steps not in _list(get(config, key)):
+            return None, None, f"{key} has no {row.steps}"
+        return model, f"T{row.steps}", ""
+    return model, None, ""
+
+
+def _cell(config: dict, table: Table, source: str, setting: str | None, column: Column) -> Cell:
+    """Where the number of (source, setting) x column is read from, or why it cannot be."""
+    ev = table.evaluation
+    if ev == "zero-shot":
+        names = [d for d, spec in get(config, "zero_shot.datasets").items()
+                 if d == column.name or spec.get("corpus") == column.corpus]
+        if not names:
+            return Cell(reason=f"no zero_shot dataset of corpus {column.corpus!r}")
+        return Cell(f"eval/zero-shot/{source}/{names[0]}.json", ("ppl",))
+    if ev == "lm-eval":
+        if column.task not in get(config, "lm_eval.tasks"):
+            return Cell(reason=f"lm_eval.tasks has no {column.task!r}")
+        return Cell(f"eval/lm-eval/{source}.json", ("tasks", column.task, column.metric))
+    if ev in ("gen-ppl", "diversity"):
+        path = f"eval/{ev}/data/{source}.json" if setting is None else f"eval/{ev}/{source}/{setting}.json"
+        return Cell(path, (column.metric,))
+    if ev == "mauve":
+        if kind_of(config, source) == "sedd":
+            if column.canvas not in get(config, "mauve.canvases"):
+                return Cell(reason=f"mauve.canvases has no {column.canvas}")
+            setting = sedd_conditional_setting(column.canvas, int(setting[1:]))
+        return Cell(f"eval/mauve/{source}/{setting}.json", (column.metric,))
+    if ev == "latency":
+        return Cell("bench/latency.json", (column.metric, source, setting))
+    raise ValueError(f"unknown evaluation {ev!r}")
+
+
+def _extra_rows(config: dict, table: Table, taken: set) -> list[tuple[str, str, str | None]]:
+    """(label, source, setting) of configured rows that are no paper row of this table."""
+    ev = table.evaluation
     out = []
-    for d in level:
-        for v in d.values():
-            if isinstance(v, dict):
-                out.append(v)
-            elif isinstance(v, list):
-                out += [x for x in v if isinstance(x, dict)]
-    return out
+    if ev in ("zero-shot", "lm-eval"):
+        out = [(m, m, None) for m in subjects(config)]
+    elif ev in ("gen-ppl", "diversity"):
+        data = real_text_name(config) if ev == "gen-ppl" else get(config, "diversity.reference")
+        if data and data != "none":
+            out.append((f"data ({data})", data, None))
+        out += [(f"{m} ({s})", m, s) for m in subjects(config) for s in unconditional_settings(config, m)]
+    elif ev == "mauve":
+        for m in filter(lambda m: samples_of(config, "mauve", m), subjects(config)):
+            settings = ([f"T{s}" for s in _list(get(config, "mauve.steps"))] if kind_of(config, m) == "sedd"
+                        else list(get(config, "mauve.gpt2")))
+            out += [(f"{m} ({s})", m, s) for s in settings]
+    elif ev == "latency":
+        out = [(f"SEDD ({s} steps)", "sedd", str(s)) for s in get(config, "latency.steps")] + [("GPT-2 + KV cache", "gpt2", None)]
+    return [r for r in out if (r[1], r[2]) not in taken]
 
 
-def find_stat(data, keys) -> tuple[float, float | None] | None:
-    """(mean, std or None) of the first of `keys` found in `data`, breadth-first; None when absent.
-
-    Accepts ``key: number`` (std from ``key_std``, or ``std_x`` for ``mean_x``), ``key: {"mean": m, "std": s}`` or ``key_mean``/``key_std``."""
-    level = [data]
-    while level:
-        for key in keys:
-            for d in level:
-                value = d.get(key)
-                if _number(value):
-                    std = d.get(f"std_{key[5:]}" if key.startswith("mean_") else f"{key}_std")
-                    return float(value), float(std) if _number(std) else None
-                if isinstance(value, dict) and _number(value.get("mean")):
-                    std = value.get("std")
-                    return float(value["mean"]), float(std) if _number(std) else None
-                if isinstance(value, dict) and _number(value.get("mean_then_exp")):  # a perplexity in both orders
-                    return float(value["mean_then_exp"]), None
-                if _number(d.get(f"{key}_mean")):
-                    std = d.get(f"{key}_std")
-                    return float(d[f"{key}_mean"]), float(std) if _number(std) else None
-        level = _children(level)
-    return None
-
-
-def find_value(data, keys):
-    """The first of `keys` found at any depth (breadth-first), any type; None when absent."""
-    level = [data]
-    while level:
-        for key in keys:
-            for d in level:
-                if key in d:
-                    return d[key]
-        level = _children(level)
-    return None
-
-
-def is_bound(data: dict, kind: str | None = None) -> bool:
-    """Whether a perplexity is an ELBO upper bound (SEDD) rather than exact (GPT-2): the result's own flag, else
-    its model kind, else the kind the workflow recorded for the model."""
-    flag = find_value(data, BOUND_KEYS)
-    if isinstance(flag, bool):
-        return flag
-    found = find_value(data, ("kind", "model_kind", "model_type"))
-    kind = found if isinstance(found, str) else kind
-    return isinstance(kind, str) and kind.lower() == "sedd"
-
-
-def fmt(stat, digits: int = 2, scale: float = 1.0, bound: bool = False) -> str:
-    if stat is None or not math.isfinite(stat[0]):
-        return MISSING
-    mean, std = stat
-    text = f"{mean * scale:.{digits}f}"
-    if std is not None:
-        text += f" ± {std * scale:.{digits}f}"
-    return ("≤" + text) if bound else text
-
-
-def _natural(text: str):
-    """Sort key: 'T16' before 'T128'."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
-
-
-def _setting_label(model: str, setting: str) -> str:
-    if re.fullmatch(r"T\d+", setting):
-        return f"{model} (T = {setting[1:]})"
-    return f"{model} ({setting})"
-
-
-def model_kinds(results: Path) -> dict[str, str]:
-    """{model: kind} from the workflow's record of the configured models (results/models.json), if present."""
-    record = results / "models.json"
-    if not record.is_file():
-        return {}
-    return {name: str(info.get("kind", "")) if isinstance(info, dict) else "" for name, info in read_json(record).items()}
-
-
-def model_order(results: Path) -> list[str]:
-    """Model names in a stable order: as listed in the workflow's run record if present, else sorted."""
-    if model_kinds(results):
-        return list(model_kinds(results))
-    names = {p.name for p in (results / "eval").glob("*/*") if p.is_dir() and p.name != "data"}
-    names |= {p.stem for p in (results / "eval" / "lm-eval").glob("*.json")}
-    return sorted(names, key=_natural)
-
-
-def _by_model(directory: Path, models: list[str], keep) -> dict[str, dict[str, dict]]:
-    """{model: {setting: json}} for directory/<model>/<setting>.json."""
-    out = {}
-    for model in models:
-        files = sorted(filter(keep, (directory / model).glob("*.json")), key=lambda p: _natural(p.stem))
-        if files:
-            out[model] = {p.stem: read_json(p) for p in files}
-    return out
-
-
-# ---------------------------------------------------------------- tables
-
-
-def zero_shot_table(results: Path, models: list[str], keep) -> Table:
-    found = _by_model(results / "eval" / "zero-shot", models, keep)
-    kinds = model_kinds(results)
-    datasets = sorted({d for per in found.values() for d in per}, key=_natural)
-    table = Table("table1-zero-shot", "Table 1: zero-shot perplexity (↓; ≤ marks SEDD's ELBO bound)", datasets,
-                  note="Mean-then-exp over all tokens of each dataset.")
-    for model, per in found.items():
-        table.rows.append((model, [fmt(find_stat(per[d], PPL_KEYS), bound=is_bound(per[d], kinds.get(model))) if d in per else MISSING
-                                   for d in datasets]))
-    return table
-
-
-def _lm_eval_metrics(data: dict) -> dict[str, dict]:
-    """Per-task metrics: pysedd's summary under the paper's task names if present, else lm-eval's own results
-    ({task: {"acc,none": ..}}, a "_local" suffix of offline tasks dropped) wherever the JSON keeps them."""
-    summary = data.get("pysedd", {}).get("metrics") if isinstance(data.get("pysedd"), dict) else None
-    if isinstance(summary, dict) and summary:
-        return summary
-    level = [data]
-    while level:
-        for d in level:
-            res = d.get("results")
-            if isinstance(res, dict) and res and all(isinstance(v, dict) for v in res.values()):
-                return {re.sub(r"_local$", "", task): metrics for task, metrics in res.items()}
-        level = [v for d in level for v in d.values() if isinstance(v, dict)]
-    return {}
-
-
-def _task_cell(metrics: dict) -> str:
-    def get(name):
-        for key in (f"{name},none", name):
-            if _number(metrics.get(key)):
-                stderr = metrics.get(f"{name}_stderr,none", metrics.get(f"{name}_stderr"))
-                return float(metrics[key]), float(stderr) if _number(stderr) else None
-        return None
-
-    acc, acc_norm = get("acc"), get("acc_norm")
-    if acc is None and acc_norm is None:
-        return fmt(get("perplexity"))
-    text = fmt(acc, digits=1, scale=100.0)
-    if acc_norm is not None:
-        text += f" / {fmt(acc_norm, digits=1, scale=100.0)}"
-    return text
-
-
-def lm_eval_table(results: Path, models: list[str], keep) -> Table:
-    paths = {m: results / "eval" / "lm-eval" / f"{m}.json" for m in models}
-    found = {m: _lm_eval_metrics(read_json(p)) for m, p in paths.items() if p.is_file() and keep(p)}
-    tasks = [t for t in LM_EVAL_TASKS if any(t in r for r in found.values())]
-    tasks += sorted({t for r in found.values() for t in r} - set(tasks))
-    table = Table("table2-lm-eval", "Table 2: downstream tasks, accuracy % (↑; acc / acc_norm)",
-                  [TASK_TITLES.get(t, t) for t in tasks])
-    for model, per in found.items():
-        table.rows.append((model, [_task_cell(per[t]) if t in per else MISSING for t in tasks]))
-    return table
-
-
-def gen_ppl_table(results: Path, models: list[str], keep) -> Table:
-    table = Table("table3-gen-ppl", "Table 3: generative perplexity under the judge (↓) and unigram entropy",
-                  ["gen. PPL", "entropy"])
-    for model, per in _by_model(results / "eval" / "gen-ppl", models, keep).items():
-        for setting, data in per.items():
-            table.rows.append((_setting_label(model, setting),
-                               [fmt(find_stat(data, GEN_PPL_KEYS)), fmt(find_stat(data, ENTROPY_KEYS))]))
-    return table
-
-
-def diversity_table(results: Path, models: list[str], keep) -> Table:
-    table = Table("table4-diversity", "Table 4: diversity of unconditional samples (mean ± std over samples)",
-                  ["unique unigrams", "entropy", "rep-100"])
-
-    def cells(data):
-        return [fmt(find_stat(data, UNIQUE_KEYS), 3), fmt(find_stat(data, ENTROPY_KEYS)), fmt(find_stat(data, REP_KEYS), 3)]
-
-    for path in sorted(filter(keep, (results / "eval" / "diversity" / "data").glob("*.json"))):
-        table.rows.append((f"data ({path.stem})", cells(read_json(path))))
-    for model, per in _by_model(results / "eval" / "diversity", models, keep).items():
-        for setting, data in per.items():
-            table.rows.append((_setting_label(model, setting), cells(data)))
-    return table
-
-
-def _conditional_table(results: Path, models: list[str], keep, name: str, title: str, keys, digits: int) -> Table:
-    """Models as rows, canvases (gen-100, gen-1024) as columns; a causal model's single 'gen' fills every column."""
-    found = _by_model(results / "eval" / "mauve", models, keep)
-    columns = sorted({s for per in found.values() for s in per if s != "gen"}, key=_natural) or ["gen"]
-    table = Table(name, title, columns)
-    for model, per in found.items():
-        table.rows.append((model, [fmt(find_stat(per.get(c, per.get("gen", {})), keys), digits) for c in columns]))
-    return table
-
-
-def mauve_table(results: Path, models: list[str], keep) -> Table:
-    return _conditional_table(results, models, keep, "table5-mauve",
-                              "Table 5: MAUVE of prompted continuations against the true ones (↑; mean ± std over seeds)",
-                              MAUVE_KEYS, 3)
-
-
-def continuation_ppl_table(results: Path, models: list[str], keep) -> Table:
-    return _conditional_table(results, models, keep, "table6-continuation-ppl",
-                              "Table 6: perplexity of the continuations under the judge (↓)", CONT_PPL_KEYS, 2)
-
-
-def latency_rows(data: dict) -> list[dict]:
-    """The per-(model, steps) records of a latency result: a list under any of a few names, or the JSON itself."""
-    for key in ("results", "rows", "measurements", "records"):
-        value = find_value(data, (key,))
-        if isinstance(value, list) and all(isinstance(r, dict) for r in value):
-            return value
+def _extra_columns(config: dict, table: Table) -> list[tuple[str, Column]]:
+    """Configured datasets/tasks/canvases that are no paper column, shown with the paper's metric and tolerance."""
+    first = table.columns[0]
+    if table.evaluation == "zero-shot":
+        known = {c.corpus for c in table.columns} | {c.name for c in table.columns}
+        return [(d, Column(d, first.metric, first.diff, first.tolerance, corpus=spec.get("corpus")))
+                for d, spec in get(config, "zero_shot.datasets").items() if d not in known and spec.get("corpus") not in known]
+    if table.evaluation == "lm-eval":
+        known = {c.task for c in table.columns}
+        return [(t, Column(t, "acc", "absolute", first.tolerance, task=t)) for t in get(config, "lm_eval.tasks") if t not in known]
+    if table.evaluation == "mauve":
+        known = {c.canvas for c in table.columns}
+        return [(f"MAUVE gen-{c}", Column(f"MAUVE gen-{c}", "mauve", "absolute", first.tolerance, canvas=c))
+                for c in get(config, "mauve.canvases") if c not in known]
     return []
 
 
-def latency_table(results: Path, keep) -> Table:
-    table = Table("latency", "Latency (Figure 1): wall time per batch (s, mean ± std) and throughput",
-                  ["steps", "latency (s)", "tokens/s", "speed-up vs GPT-2"])
+def ev_has_models(table: Table) -> bool:
+    return table.evaluation != "zero-shot" and table.evaluation != "lm-eval"
+
+
+def plan(config: dict, paper: Paper | None = None) -> list[PlannedTable]:
+    """Every table of the paper laid out for `config`: the paper's rows and columns (planned or not) followed by the
+    configured ones the paper does not have."""
+    paper = paper or load()
+    out = []
+    for table in paper.tables:
+        columns = [(c.name, c) for c in table.columns] + _extra_columns(config, table)
+        rows, cells, taken = [], {}, set()
+        for row in table.rows:
+            source, setting, reason = _source(config, paper, table, row)
+            i = len(rows)
+            rows.append((row.label, row.id))
+            if source is not None:
+                taken.add((source, setting))
+            for j, (_, col) in enumerate(columns):
+                cell = _cell(config, table, source, setting, col) if source is not None else Cell(reason=reason)
+                cell.paper = table.value(row, col) if col in table.columns else None
+                cells[i, j] = cell
+        paper_models = {_model_for(config, paper, m) for m in paper.models} | {"sedd", "gpt2"}
+        extra = []
+        for label, source, setting in _extra_rows(config, table, taken):
+            i = len(rows)
+            rows.append((label, None))
+            if source in paper_models and ev_has_models(table):
+                extra.append(i)
+            for j, (_, col) in enumerate(columns):
+                cells[i, j] = _cell(config, table, source, setting, col)
+        out.append(PlannedTable(table, rows, columns, cells, set(extra)))
+    return out
+
+
+def plan_text(planned: list[PlannedTable]) -> str:
+    """Per table, the paper cells the config fills (and from which result) and those it cannot, then the count."""
+    lines, n_planned, n_total = [], 0, 0
+    for p in planned:
+        paper_cells = [(p.rows[i][0], p.columns[j][0], c) for (i, j), c in p.cells.items()
+                       if p.rows[i][1] is not None and p.columns[j][1] in p.table.columns]
+        filled = [x for x in paper_cells if x[2].path]
+        n_planned, n_total = n_planned + len(filled), n_total + len(paper_cells)
+        lines.append(f"{p.table.title}: {len(filled)}/{len(paper_cells)} paper cells planned")
+        for row, col, cell in paper_cells:
+            lines.append(f"  {'planned' if cell.path else 'cannot '} {row} × {col}: {cell.path or cell.reason}")
+    lines.append(f"paper cells planned: {n_planned}/{n_total}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- values
+
+
+def cell_value(results: Path, cell: Cell, cache: dict):
+    """(value, std or None, bound) of a planned cell from its result record; UserError when it is missing."""
+    path = results / cell.path
+    ev = {"zero-shot": "zero-shot", "lm-eval": "lm-eval", "gen-ppl": "gen-ppl", "diversity": "diversity",
+          "mauve": "mauve", "bench": "latency"}[cell.path.split("/")[1 if cell.path.startswith("eval/") else 0]]
+    if path not in cache:
+        cache[path] = records.read_entries(path, ev) if ev == "latency" else records.read_one(path, ev)
+    rec = cache[path]
+    metric = cell.read[0]
+    if ev == "latency":
+        return _latency_value(path, rec, *cell.read)
+    if metric == "tasks":
+        task, name = cell.read[1], cell.read[2]
+        value = rec.tasks.get(task, {}).get(name)
+        if value is None:
+            raise UserError(f"{path}: record has no {name} for task {task!r}")
+        return 100.0 * value, None, False
+    value = getattr(rec, metric)
+    if isinstance(value, records.Stat):
+        return value.mean, value.std, False
+    return value, None, getattr(rec, "bound", False)
+
+
+def _latency_value(path: Path, entries: list, metric: str, side: str, steps: str | None):
+    def find(kind, steps):
+        rows = [e for e in entries if e.model == kind and (steps is None or e.steps == int(steps))
+                and (kind == "sedd" or e.steps is None)]
+        if not rows:
+            raise UserError(f"{path}: no latency record for {kind}" + (f" at {steps} steps" if steps else ""))
+        return rows[0]
+
+    entry = find(side, steps)
+    if metric == "latency":
+        return entry.latency.mean, entry.latency.std, False
+    if side == "gpt2":
+        return 1.0, None, False
+    return find("gpt2", None).latency.mean / entry.latency.mean, None, False
+
+
+def difference(value: float, paper: float, column: Column) -> float:
+    return (value - paper) / paper if column.diff == "relative" else value - paper
+
+
+DIGITS = {"ppl": 2, "gen_ppl": 2, "continuation_ppl": 2, "acc": 2, "acc_norm": 2, "unique_unigrams": 3,
+          "entropy": 2, "repetition": 3, "mauve": 3, "latency": 3, "speedup": 2}
+
+
+def fmt(value: float, std: float | None, bound: bool, column: Column) -> str:
+    d = DIGITS.get(column.metric, 2)
+    text = f"{value:.{d}f}" + (f" ± {std:.{d}f}" if std is not None else "")
+    return ("≤" if bound else "") + text + ("×" if column.metric == "speedup" else "")
+
+
+def fmt_diff(diff: float, column: Column) -> str:
+    if column.diff == "relative":
+        return f"{100 * diff:+.1f}%"
+    return f"{diff:+.{DIGITS.get(column.metric, 2)}f}"
+
+
+def tolerance_text(column: Column) -> str:
+    if column.diff == "relative":
+        return f"±{100 * column.tolerance:g}% relative"
+    return f"±{column.tolerance:g} absolute"
+
+
+# ---------------------------------------------------------------- rendering
+
+
+@dataclass
+class Rendered:
+    """A table as text cells, renderable as markdown or HTML."""
+
+    name: str
+    title: str
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+    summary: str = ""
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", "", self.caption, ""]
+        lines.append("| " + " | ".join(self.header) + " |")
+        lines.append("|" + "---|" * len(self.header))
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        if self.summary:
+            lines += ["", self.summary]
+        return "\n".join(lines) + "\n"
+
+    def html(self) -> str:
+        esc = html.escape
+        head = "".join(f"<th>{esc(h)}</th>" for h in self.header)
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in self.rows)
+        summary = f"<p>{esc(self.summary)}</p>" if self.summary else ""
+        return (f"<h3>{esc(self.title)}</h3><p>{esc(self.caption)}</p><table><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>{summary}\n")
+
+    def tsv(self) -> str:
+        return "\n".join("\t".join(r) for r in [self.header] + self.rows) + "\n"
+
+
+def render(results: Path, p: PlannedTable, with_paper: bool, cache: dict) -> Rendered:
+    """Rows and columns of one table; each planned cell's value (read now: a missing result is an error) and, with
+    the paper, the published value and the difference, plus how many cells are within tolerance."""
+    keep_rows = [i for i, (_, rid) in enumerate(p.rows) if (with_paper and rid is not None)
+                 or (any(p.cells[i, j].path for j in range(len(p.columns))) and not (with_paper and i in p.of_paper_models))]
+    keep_cols = [j for j, (_, c) in enumerate(p.columns) if (with_paper and c in p.table.columns)
+                 or any(p.cells[i, j].path for i in keep_rows)]
+    header = ["model"]
+    for j in keep_cols:
+        name, col = p.columns[j]
+        header.append(name + (" (repro · paper · diff)" if with_paper and col in p.table.columns else ""))
+    if p.table.evaluation == "zero-shot" or p.table.evaluation == "lm-eval":
+        header.insert(1, "params")
+    body, compared, within = [], 0, 0
+    for i in keep_rows:
+        label, rid = p.rows[i]
+        row = [label]
+        if len(header) > len(keep_cols) + 1:
+            model = next((r.model for r in p.table.rows if r.id == rid), None)
+            row.append(load().models[model]["params"] if model else MISSING)
+        for j in keep_cols:
+            col, cell = p.columns[j][1], p.cells[i, j]
+            text = MISSING
+            if cell.path:
+                value, std, bound = cell_value(results, cell, cache)
+                text = fmt(value, std, bound, col)
+            if with_paper and rid is not None and col in p.table.columns:
+                paper = "n/a" if cell.paper is None else fmt(cell.paper, None, False, col)
+                text = f"{text if cell.path else 'not planned'} · {paper}"
+                if cell.path and cell.paper is not None:
+                    diff = difference(value, cell.paper, col)
+                    ok = abs(diff) <= col.tolerance
+                    compared, within = compared + 1, within + ok
+                    text += f" · {fmt_diff(diff, col)}{' ✓' if ok else ''}"
+            row.append(text)
+        body.append(row)
+    summary = ""
+    if with_paper:
+        tol = "; ".join(sorted({f"{c.name}: {tolerance_text(c)}" for c in p.table.columns}))
+        summary = (f"Within tolerance of the paper: {within}/{compared} cells with a published value ({tol}). "
+                   f"n/a: no published value available to the project.")
+    caption = p.table.caption + (f" Paper: {p.table.notes}." if with_paper and p.table.notes else "")
+    return Rendered(p.table.id, p.table.title, caption, header, body, summary)
+
+
+def latency_figure(results: Path, planned: PlannedTable, out: Path, cache: dict) -> bool:
+    """Figure 1: SEDD latency against steps (x axis), GPT-2 + KV cache as a horizontal line."""
     path = results / "bench" / "latency.json"
-    if not path.is_file() or not keep(path):
-        return table
-    rows = latency_rows(read_json(path))
-    ar = [r for r in rows if str(r.get("model", r.get("kind", ""))).lower().startswith("gpt")]
-    ar_latency = find_stat(ar[0], ("mean_latency", "latency")) if ar else None
-    for r in rows:
-        latency = find_stat(r, ("mean_latency", "latency"))
-        throughput = find_stat(r, ("mean_throughput", "throughput", "tokens_per_s"))
-        speedup = (f"{ar_latency[0] / latency[0]:.2f}×" if latency and ar_latency and latency[0] > 0 else MISSING)
-        if r in ar:
-            speedup = "1.00×"
-        label = str(r.get("label", r.get("model", r.get("kind", "?"))))
-        if r.get("sampler"):
-            label += f" ({r['sampler']})"
-        steps = r.get("steps")
-        table.rows.append((label, [str(steps) if steps is not None else MISSING, fmt(latency, 3),
-                                   fmt(throughput, 1), speedup]))
-    return table
+    if not any(c.path for c in planned.cells.values()):
+        return False
+    if path not in cache:
+        cache[path] = records.read_entries(path, "latency")
+    entries = cache[path]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sedd = sorted((e for e in entries if e.model == "sedd" and e.steps), key=lambda e: e.steps)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.errorbar([e.steps for e in sedd], [e.latency.mean for e in sedd], [e.latency.std or 0 for e in sedd],
+                marker="o", label="SEDD")
+    for e in entries:
+        if e.model == "gpt2":
+            ax.axhline(e.latency.mean, color="tab:red", ls="--", label="GPT-2 + KV cache")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel(f"latency (s), L = {sedd[0].length if sedd else '?'}")
+    ax.set_title("Figure 1: latency")
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return True
 
 
-def build_tables(results: str | Path, only=None) -> list[Table]:
-    """Every table from the results under `results`; `only` (paths) restricts them to those files, so results of
-    settings no longer configured are left out."""
+def build(results: str | Path, config: dict) -> tuple[list[Rendered], bool, list[PlannedTable]]:
+    """The rendered tables of the results of `config`; with the paper beside when any paper cell is planned."""
     results = Path(results)
     if not results.is_dir():
         raise UserError(f"results directory {results} does not exist")
-    models = model_order(results)
-    allowed = None if only is None else {Path(p).resolve() for p in only}
-
-    def keep(path: Path) -> bool:
-        return allowed is None or path.resolve() in allowed
-
-    return [zero_shot_table(results, models, keep), lm_eval_table(results, models, keep),
-            gen_ppl_table(results, models, keep), diversity_table(results, models, keep),
-            mauve_table(results, models, keep), continuation_ppl_table(results, models, keep),
-            latency_table(results, keep)]
+    planned = plan(config)
+    with_paper = any(c.path for p in planned for c in p.paper_cells())
+    cache: dict = {}
+    return [render(results, p, with_paper, cache) for p in planned], with_paper, planned
 
 
-def write_report(results: str | Path, out: str | Path, tables_dir: str | Path | None = None, only=None) -> list[Table]:
-    """results/report.md with every table and the latency figure; optionally one TSV per table in tables_dir."""
+def write_report(results: str | Path, config: dict, out: str | Path, tables_dir: str | Path | None = None) -> list[Rendered]:
+    """results/report.md with every table and Figure 1; optionally one .html and .tsv per table (and the figure's
+    PNG) in tables_dir for `snakemake --report`."""
     results, out = Path(results), Path(out)
-    tables = build_tables(results, only)
+    tables, with_paper, planned = build(results, config)
+    figure_dir = Path(tables_dir) if tables_dir is not None else out.parent
+    figure = figure_dir / "figure1-latency.png"
+    has_figure = latency_figure(results, next(p for p in planned if p.table.figure), figure, {})
+    paper = load()
     parts = ["# pysedd report: SEDD vs GPT-2", "",
-             "Reproduction of the evaluation of *Promises, Outlooks and Challenges of Diffusion Language Modeling* "
-             "(Deschenaux & Gulcehre 2024). Generated by `pysedd report` from the JSON results in "
-             f"`{results}`; each number's exact settings are in its JSON file.", ""]
-    for table in tables:
-        parts.append(table.markdown())
-        if table.name == "latency":
-            figure = results / "bench" / "latency.png"
-            if figure.is_file():
-                parts += [f"![Figure 1: latency]({_relative(figure, out.parent)})", ""]
+             f"Reproduction of the evaluation of *{paper.title}* (arXiv {paper.arxiv}), generated by `pysedd report` "
+             f"from the result records in `{results}`."
+             + (" Each paper cell shows the reproduced value · the published value · the difference (relative for "
+                "perplexities, absolute for accuracies, MAUVE and diversity); ✓ marks a difference within the table's "
+                "tolerance." if with_paper else " The configured models are not the paper's: no paper values shown."), ""]
+    for t in tables:
+        parts.append(t.markdown())
+        if t.name == "table7" and has_figure:
+            parts += [f"![Figure 1: latency]({os.path.relpath(figure, out.parent)})", ""]
     atomic_write_text(out, "\n".join(parts))
     if tables_dir is not None:
-        tables_dir = Path(tables_dir)
-        tables_dir.mkdir(parents=True, exist_ok=True)
-        for table in tables:
-            atomic_write_text(tables_dir / f"{table.name}.tsv", table.tsv())
+        for t in tables:
+            atomic_write_text(Path(tables_dir) / f"{t.name}.html", t.html())
+            atomic_write_text(Path(tables_dir) / f"{t.name}.tsv", t.tsv())
     return tables
-
-
-def _relative(path: Path, start: Path) -> str:
-    import os
-
-    return os.path.relpath(path, start)

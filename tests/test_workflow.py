@@ -57,13 +57,15 @@ def write_config(path: Path, edit) -> Path:
 @pytest.mark.parametrize("configfile, expected", [
     ("config.yaml", {"prepare_train": 1, "train": 3, "sample": 4, "gen_ppl": 4, "diversity": 4,
                      "zero_shot": 2, "lm_eval": 2, "mauve": 3, "latency": 1, "report": 1}),
-    ("config/paper.yaml", {"prepare_eval": 5, "zero_shot": 20, "lm_eval": 4, "sample": 18, "gen_ppl": 18,
-                           "mauve": 6, "latency": 1, "report": 1}),
+    ("config/paper.yaml", {"prepare_eval": 5, "zero_shot": 25, "lm_eval": 5, "sample": 6, "gen_ppl": 6,
+                           "diversity": 6, "sample_conditional": 22, "mauve": 22, "prepare_real_text": 1,
+                           "gen_ppl_real": 1, "diversity_data": 1, "latency": 1, "report": 1}),
     ("config/retrain-owt.yaml", {"prepare_train": 1, "train": 2, "zero_shot": 12, "sample": 5}),
 ])
 def test_dry_run_of_every_config(tmp_path, configfile, expected):
     (tmp_path / "resources").mkdir()
-    (tmp_path / "resources" / "webtext.test.jsonl").write_text('{"text": "x"}\n')  # the paper's MAUVE prompts
+    for name in ("webtext.test.jsonl", "openwebtext.txt", "ptb.test.txt", "lm1b.test.txt"):  # the local inputs
+        (tmp_path / "resources" / name).write_text('{"text": "x"}\n')
     jobs = planned_jobs(tmp_path, "--configfile", str(REPO / configfile))
     for rule, count in expected.items():
         assert jobs.get(rule) == count, (rule, jobs)
@@ -231,99 +233,6 @@ def test_deleted_results_are_regenerated_with_their_dependants(finished_copy):
     assert planned_jobs(root, snakefile=snakefile) == {}
 
 
-# ---------------------------------------------------------------- report
-
-
-def _write(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-
-
-def fake_results(root: Path) -> None:
-    """Small results in the layout the workflow writes and the JSON shapes `pysedd eval` / `bench latency` write,
-    with hand-picked numbers the tables must show."""
-    _write(root / "models.json", {"sedd": {"kind": "sedd"}, "gpt2": {"kind": "gpt2"}})
-    for model, ppl in (("sedd", 41.84), ("gpt2", 42.43)):
-        for dataset, value in (("WikiText2", ppl), ("PTB", ppl + 100)):
-            _write(root / "eval/zero-shot" / model / f"{dataset}.json",
-                   {"evaluation": "zero-shot", "model": {"kind": model}, "datasets": {dataset: {
-                       "bound": model == "sedd", "primary": "mean_then_exp", "mean_then_exp": value,
-                       "exp_then_mean": value + 5}}})
-    lm_eval = {"hellaswag": {"acc": 0.3112, "acc_norm": 0.3301}, "arc_easy": {"acc": 0.4411, "acc_norm": 0.3999},
-               "winogrande": {"acc": 0.5166}}
-    _write(root / "eval/lm-eval/sedd.json", {"results": {}, "pysedd": {"metrics": lm_eval}})
-    _write(root / "eval/lm-eval/gpt2.json", {"results": {  # lm-eval's own format, offline task names
-        f"{task}_local": {f"{k},none": v for k, v in metrics.items()} for task, metrics in lm_eval.items()}})
-    for setting, gen_ppl in (("T16", 120.5), ("T128", 98.25)):
-        _write(root / "eval/gen-ppl/sedd" / f"{setting}.json", {"evaluation": "gen-ppl", "results": [
-            {"gen_ppl": gen_ppl, "modes": {"b": gen_ppl, "a": gen_ppl + 3}, "unigram_entropy": {"mean": 5.4, "std": 0.1}}]})
-        _write(root / "eval/diversity/sedd" / f"{setting}.json", {"evaluation": "diversity", "results": [
-            {"name": setting, "metrics": {"unique_unigram_fraction": {"mean": 0.61, "std": 0.02},
-                                          "unigram_entropy": {"mean": 5.41, "std": 0.12},
-                                          "repetition_rate_100": {"mean": 0.345, "std": 0.01}}}]})
-    _write(root / "eval/gen-ppl/gpt2/ancestral.json", {"results": [{"gen_ppl": 80.75, "unigram_entropy": 5.6}]})
-    _write(root / "eval/diversity/data/heldout.json", {"results": [{"name": "data: train", "metrics": {
-        "unique_unigram_fraction": 0.7, "unigram_entropy": 5.62, "repetition_rate_100": 0.3}}]})
-    for setting, value in (("gen-100", 0.912), ("gen-1024", 0.875)):
-        _write(root / "eval/mauve/sedd" / f"{setting}.json",
-               {"evaluation": "mauve", "mauve": {"mean": value, "std": 0.011, "n": 5},
-                "continuation_ppl": {"mean_then_exp": 33.3, "exp_then_mean": 40.0}})
-    _write(root / "eval/mauve/gpt2/gen.json", {"mauve_mean": 0.95, "mauve_std": 0.01, "continuation_ppl": 25.0})
-    _write(root / "bench/latency.json", {"results": [
-        {"model": "gpt2", "steps": None, "mean_latency": 9.0, "std_latency": 0.1, "mean_throughput": 113.8},
-        {"model": "sedd", "sampler": "analytic", "steps": 64, "mean_latency": 2.0, "std_latency": 0.05,
-         "mean_throughput": 512.0}]})
-
-
-def test_report_contains_every_table(tmp_path):
-    from pysedd.report import write_report
-
-    fake_results(tmp_path)
-    tables = write_report(tmp_path, tmp_path / "report.md", tmp_path / "tables")
-    text = (tmp_path / "report.md").read_text()
-    for n in range(1, 7):
-        assert f"### Table {n}:" in text
-    assert "Latency (Figure 1)" in text
-    by_name = {t.name: t for t in tables}
-    # Table 1: models as rows, datasets as columns, ≤ for SEDD's bound only
-    t1 = by_name["table1-zero-shot"]
-    assert t1.columns == ["PTB", "WikiText2"]
-    assert t1.rows == [("sedd", ["≤141.84", "≤41.84"]), ("gpt2", ["142.43", "42.43"])]
-    # Table 2: tasks in the paper's order, accuracy in %
-    t2 = by_name["table2-lm-eval"]
-    assert t2.columns == ["HellaSwag", "ARC-e", "WinoGrande"]
-    assert t2.rows == [("sedd", ["31.1 / 33.0", "44.1 / 40.0", "51.7"]), ("gpt2", ["31.1 / 33.0", "44.1 / 40.0", "51.7"])]
-    assert "| sedd (T = 16) | 120.50 | 5.40 ± 0.10 |" in text
-    assert "| gpt2 (ancestral) | 80.75 | 5.60 |" in text
-    assert "| data (heldout) | 0.700 | 5.62 | 0.300 |" in text
-    # Tables 5/6: canvases as columns; GPT-2's causal result fills both
-    t5 = by_name["table5-mauve"]
-    assert t5.columns == ["gen-100", "gen-1024"]
-    assert t5.rows == [("sedd", ["0.912 ± 0.011", "0.875 ± 0.011"]), ("gpt2", ["0.950 ± 0.010", "0.950 ± 0.010"])]
-    assert by_name["table6-continuation-ppl"].rows[1] == ("gpt2", ["25.00", "25.00"])
-    assert by_name["latency"].rows[1] == ("sedd (analytic)", ["64", "2.000 ± 0.050", "512.0", "4.50×"])
-    assert (tmp_path / "tables" / "table4-diversity.tsv").read_text().startswith("model\tunique unigrams")
-
-
-def test_report_cli_rejects_missing_results_dir(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pysedd", "report", "--results", str(tmp_path / "nope"),
-                           "--out", str(tmp_path / "r.md")], capture_output=True, text=True, cwd=REPO,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == f"pysedd: error: results directory {tmp_path / 'nope'} does not exist"
-
-
-def test_report_leaves_out_results_not_listed(tmp_path):
-    """The workflow passes the configured result files: a stale setting's JSON on disk must not reach the tables."""
-    from pysedd.report import write_report
-
-    fake_results(tmp_path)
-    listed = [p for p in tmp_path.rglob("*.json") if p.name != "T128.json" and p.name != "models.json"]
-    tables = {t.name: t for t in write_report(tmp_path, tmp_path / "report.md", only=listed)}
-    assert [label for label, _ in tables["table3-gen-ppl"].rows] == ["sedd (T = 16)", "gpt2 (ancestral)"]
-    assert "T = 128" not in (tmp_path / "report.md").read_text()
-
-
 @pytest.mark.parametrize("edit, key", [
     (lambda c: c["zero_shot"]["datasets"].update(mine={"corpus": "local", "path": ["nope/test.txt"]}),
      "zero_shot.datasets.mine.path"),
@@ -361,16 +270,18 @@ def test_html_report_shows_tables_in_a_browser(finished_copy, tmp_path):
     if chromium is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
     root = finished_copy
-    table = root / "results/report/table1-zero-shot.tsv"
+    from pysedd.report import Rendered
+
+    table = root / "results/report/table1.html"
     original = table.read_text()
-    table.write_text("model\tPTB\nsedd\t≤41.84\ngpt2\t42.43\n")
+    table.write_text(Rendered("table1", "Table 1: zero-shot perplexity", "caption", ["model", "PTB"],
+                              [["sedd", "≤41.84"], ["gpt2", "42.43"]]).html())
     try:
-        subprocess.run([sys.executable, str(root / "workflow/scripts/html_tables.py"), str(table)], check=True)
         snakemake(root, "--report", str(tmp_path / "report.html"), snakefile=root / "Snakefile")
     finally:
         table.write_text(original)
     page = (tmp_path / "report.html").read_text()
-    uri = re.search(r'data:text/html;charset=utf8;filename=table1-zero-shot\.html;base64,([A-Za-z0-9+/=]+)', page)
+    uri = re.search(r'data:text/html;charset=utf8;filename=table1\.html;base64,([A-Za-z0-9+/=]+)', page)
     assert uri, "the table is not embedded as an HTML page"
     (tmp_path / "table1.html").write_bytes(base64.b64decode(uri.group(1)))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]

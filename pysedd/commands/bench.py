@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from .. import results as records
 from ..errors import UserError
 
 # Named setups; command-line flags override their fields.
@@ -137,6 +138,11 @@ def run_latency(args: argparse.Namespace) -> int:
         sedd=sedd_info, gpt2=gpt2_info, sedd_precision="bf16 autocast" if device.type == "cuda" else "fp32",
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), results=rows,
     )
+    info = {"sedd": sedd_info, "gpt2": gpt2_info}
+    result["record"] = records.record("latency", [records.Latency(
+        f"{r['model']} {r['sampler']}" + (f" T={r['steps']}" if r["steps"] else ""), r["model"], r["sampler"], r["steps"],
+        records.Stat(r["mean_latency"], r["std_latency"]), records.Stat(r["mean_throughput"], r["std_throughput"]),
+        L, B, info[r["model"]]["parameters"]) for r in rows])
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     if args.table:

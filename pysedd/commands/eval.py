@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from .. import results as records
 from ..errors import UserError
 
 EXAMPLES = """examples:
@@ -224,6 +225,8 @@ def run_zero_shot(args) -> int:
     result = {"evaluation": "zero-shot", "model": _model_info(lm), "tokenizer": tokenizer.fingerprint,
               "settings": dataclasses.asdict(settings), "scoring": zero_shot.scoring_note(lm.kind, settings),
               "protocol": zero_shot.protocol(lm.kind, settings), "datasets": datasets}
+    result["record"] = records.record("zero-shot", [records.ZeroShot(
+        n, d["metrics"]["mean_then_exp"], d["metrics"]["exp_then_mean"], d["metrics"]["bound"]) for n, d in datasets.items()])
     return _finish(args, result, zero_shot.table([result]))
 
 
@@ -261,12 +264,15 @@ def run_lm_eval(args) -> int:
     pysedd_info = {"evaluation": "lm-eval", "model": _model_info(lm), "settings": settings, "tasks": out["tasks"],
                    "metrics": metrics, "likelihood": out["protocol"]["likelihood"], "protocol": out["protocol"]}
     result = {**out["lm_eval"], "pysedd": pysedd_info}
+    result["record"] = records.record("lm-eval", [records.LmEval(lm.source, {
+        t: {k: float(v) for k, v in m.items() if k in ("acc", "acc_norm", "perplexity") and v is not None}
+        for t, m in metrics.items()})])
     return _finish(args, result, harness.table([(lm.source, metrics)]))
 
 
 def run_gen_ppl(args) -> int:
     from ..eval import gen_ppl
-    from ..eval.common import load_model, load_samples
+    from ..eval.common import load_model, load_samples, setting_name
     from ..tokenizer import get_tokenizer
 
     _at_least(args, 1, "batch_size", "limit")
@@ -280,6 +286,9 @@ def run_gen_ppl(args) -> int:
     result = {"evaluation": "gen-ppl", "judge": _model_info(judge), "settings": dataclasses.asdict(settings),
               "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes}, "protocol": gen_ppl.protocol(settings),
               "results": {path: r for path, r in zip(args.samples, results)}}
+    result["record"] = records.record("gen-ppl", [records.GenPPL(
+        setting_name(r["samples"]["meta"], path), r["gen_ppl"], r["primary_mode"], records.stat(r["unigram_entropy"]))
+        for path, r in zip(args.samples, results)])
     return _finish(args, result, gen_ppl.table(results, settings))
 
 
@@ -316,6 +325,10 @@ def run_diversity(args) -> int:
                                                       "reference_split": args.split,
                                                       "repetition_ngram": args.repetition_ngram},
               "protocol": diversity.protocol(args.window, args.repetition_ngram), "results": entries}
+    result["record"] = records.record("diversity", [records.Diversity(
+        name, records.stat(m["unique_unigram_fraction"]), records.stat(m["unigram_entropy"]),
+        records.stat(m[f"repetition_rate_{args.window}_{args.repetition_ngram}gram"]),
+        records.stat(m[f"repetition_rate_{args.window}"]), args.window, args.repetition_ngram) for name, m in rows])
     return _finish(args, result, diversity.table(rows, args.window, args.repetition_ngram))
 
 
@@ -357,4 +370,6 @@ def run_mauve(args) -> int:
     result = {"evaluation": "mauve", "model": _model_info(lm) if lm else None, "samples": sample_info,
               "judge": _model_info(judge), "prompts": prompt_info, "settings": dataclasses.asdict(settings),
               "setting": setting, **metrics}
+    result["record"] = records.record("mauve", [records.Mauve(name, setting, records.stat(metrics["mauve"]),
+                                                              metrics["continuation_ppl"]["mean_then_exp"])])
     return _finish(args, result, mauve_eval.table([(name, metrics)]))

@@ -6,6 +6,7 @@ the pysedd code that rule's command reaches through the import graph (workflow/l
 code trigger only sees the shell template, not imported code. Training is the exception: see train.smk.
 """
 import base64
+import hashlib
 import json
 import os
 import shlex
@@ -44,6 +45,8 @@ RESULTS = config["results_dir"]
 PYSEDD = config["pysedd"]  # the command that runs pysedd, e.g. "pysedd" or "python -m pysedd"
 
 sys.path.insert(0, str(REPO / "workflow" / "lib"))
+sys.path.insert(0, str(REPO))  # this checkout's pysedd: the report's plan names the result files the rules write
+import pysedd.report as paper_plan  # noqa: E402
 from codehash import CodeGraph, cli_entries  # noqa: E402
 
 _CODE_GRAPH = CodeGraph(REPO)
@@ -65,7 +68,8 @@ CODE = {
     "diversity": _cli_code("eval", "run_diversity"),
     "mauve": _cli_code("eval", "run_mauve"),
     "latency": _cli_code("bench", "run_latency"),
-    "report": _cli_code("report", "run"),
+    # the paper tables data file is read by the report, not imported: it counts too
+    "report": _cli_code("report", "run") + hashlib.sha256((REPO / "pysedd" / "paper" / "tables.yaml").read_bytes()).hexdigest()[:16],
 }
 
 
@@ -130,7 +134,7 @@ def check_config():
     """Settings that pass the schema and `snakemake -n` but would fail at job time: refuse them now."""
     if JUDGE not in MODELS or MODELS[JUDGE]["kind"] != "gpt2":
         config_error("judge", f"{JUDGE!r} must name a gpt2 model under 'models'")
-    corpora = [("data", config["data"])] + [
+    corpora = [("data", config["data"]), ("real_text", config.get("real_text") or {})] + [
         (f"zero_shot.datasets.{name}", spec) for name, spec in config["zero_shot"]["datasets"].items()]
     for key, spec in corpora:
         for path in spec.get("path", []):
@@ -223,11 +227,8 @@ def sampling_options(name, setting):
 
 
 def conditional_settings(name):
-    """MAUVE generation settings: the canvases for SEDD (gen-100/gen-1024), one causal setting for GPT-2."""
-    mauve = config["mauve"]
-    if MODELS[name]["kind"] == "sedd":
-        return [f"gen-{canvas}" for canvas in mauve["canvases"]]
-    return ["gen"]
+    """MAUVE generation settings: gen-<canvas>-T<steps> for SEDD, the configured sampling settings for GPT-2."""
+    return paper_plan.conditional_settings(config, name)
 
 
 def final_targets():
@@ -302,10 +303,10 @@ def conditional_options(name, setting):
         "seed": m["seed"],
     }
     if MODELS[name]["kind"] == "sedd":
-        options.update(sampler=m["sampler"], categorical=m["categorical"], steps=m["steps"],
-                       canvas=int(setting.removeprefix("gen-")))
+        canvas, steps = setting.removeprefix("gen-").split("-T")
+        options.update(sampler=m["sampler"], categorical=m["categorical"], steps=int(steps), canvas=int(canvas))
     else:
-        options.update(top_k=0)  # ancestral sampling, as the paper's GPT-2 continuations
+        options.update(m["gpt2"][setting])
     return options
 
 
@@ -329,6 +330,8 @@ def diversity_reference():
         return None
     if name == "heldout":
         return f"{RESULTS}/data/train", "validation"
+    if name == paper_plan.real_text_name(config):
+        return f"{RESULTS}/data/real/{name}", "test"
     if name not in config["zero_shot"]["datasets"]:
         raise ValueError(f"config key 'diversity.reference': {name!r} is neither heldout, none nor a zero_shot dataset")
     return zero_shot_data(name)
@@ -359,30 +362,11 @@ def latency_model(kind):
 # ---------------------------------------------------------------- report helpers
 
 
-TABLES = {
-    "table1-zero-shot": "Table 1: zero-shot perplexity",
-    "table2-lm-eval": "Table 2: downstream tasks",
-    "table3-gen-ppl": "Table 3: generative perplexity",
-    "table4-diversity": "Table 4: diversity",
-    "table5-mauve": "Table 5: MAUVE",
-    "table6-continuation-ppl": "Table 6: continuation perplexity",
-    "latency": "Latency table",
-}
-
-
 def evaluation_results():
-    """Every JSON result the report summarises, for the configured models, datasets and settings."""
-    out = [f"{RESULTS}/eval/zero-shot/{m}/{d}.json" for m in SUBJECTS for d in config["zero_shot"]["datasets"]]
-    if config["lm_eval"]["tasks"]:
-        out += [f"{RESULTS}/eval/lm-eval/{m}.json" for m in SUBJECTS]
-    for m in SUBJECTS:
-        for s in unconditional_settings(m):
-            out += [f"{RESULTS}/eval/gen-ppl/{m}/{s}.json", f"{RESULTS}/eval/diversity/{m}/{s}.json"]
-        out += [f"{RESULTS}/eval/mauve/{m}/{s}.json" for s in conditional_settings(m)]
-    if diversity_reference() is not None:
-        out.append(f"{RESULTS}/eval/diversity/data/{config['diversity']['reference']}.json")
-    out.append(rules.latency.output.json)
-    return out
+    """Every JSON result the report reads: the report's own plan of the config (pysedd.report.result_files)."""
+    diversity_reference()  # a reference that names nothing fails here, before any job
+    return [f"{RESULTS}/{path}" for path in paper_plan.result_files(config)]
+
 
 
 check_config()

@@ -1,49 +1,56 @@
-"""The report: the paper's tables 1-6 and the latency figure as results/report.md (pysedd report), the same tables
-as TSV files, and as HTML pages wrapped in report() so `snakemake --report report.html` shows them inline, with
-captions (workflow/report/*.rst, Jinja templates) that state the settings of this config."""
+"""The report: the paper's Tables 1-7 and Figure 1 as results/report.md (pysedd report), each number beside the
+published one when the config runs the paper's models, and the same tables as HTML files plus the figure wrapped in
+report() so `snakemake --report report.html` shows them. The layout comes from pysedd's paper tables data, the
+numbers from the result records; `pysedd report --plan --configfile <config>` lists the paper cells a config fills."""
+from pysedd.paper import load as load_paper_tables
 
-rule models_record:
-    """results/models.json: the configured models (kind, role, source) in config order, for the report's rows."""
+# captions (Jinja templates under workflow/report/) that state the settings this config actually used
+CAPTIONS = {"table1": "table1-zero-shot", "table2": "table2-lm-eval", "table3": "table3-gen-ppl",
+            "table4": "table4-diversity", "table5": "mauve", "table6": "mauve", "table7": "latency"}
+
+
+rule config_record:
+    """results/config.json: the config as the workflow resolved it (defaults filled in), which the report plans from."""
     output:
-        f"{RESULTS}/models.json",
+        f"{RESULTS}/config.json",
     params:
-        models={
-            name: {"kind": m["kind"], "source": model_path(name)}
-            for name, m in MODELS.items()
-            if m["role"] == "subject"
-        },
+        config=canon(config),
     log:
-        f"{RESULTS}/logs/models-record.log",
+        f"{RESULTS}/logs/config-record.log",
     benchmark:
-        f"{RESULTS}/benchmarks/models-record.tsv"
+        f"{RESULTS}/benchmarks/config-record.tsv"
     threads: 1
     resources:
         mem_mb=100,
-        runtime=runtime_of("models_record"),
+        runtime=runtime_of("config_record"),
     run:
         with open(output[0], "w") as f:
-            json.dump(params.models, f, indent=2)
+            json.dump(params.config, f, indent=2)
         with open(log[0], "w") as f:
-            print(f"{len(params.models)} models", file=f)
+            print(f"{len(params.config['models'])} models", file=f)
 
 
 rule report:
     input:
         stale_check=force_stale,
-        record=rules.models_record.output,
+        config=rules.config_record.output,
         results=evaluation_results(),
     output:
         markdown=f"{RESULTS}/report.md",
-        tables=[f"{RESULTS}/report/{name}.tsv" for name in TABLES],
-        pages=[
+        tables=[
             report(
-                f"{RESULTS}/report/{name}.html",
-                caption=f"../report/{name}.rst",
+                f"{RESULTS}/report/{table.id}.html",
+                caption=f"../report/{CAPTIONS[table.id]}.rst",
                 category="Tables",
-                labels={"table": title},
+                labels={"table": table.title},
             )
-            for name, title in TABLES.items()
+            for table in load_paper_tables().tables
         ],
+        figure=report(
+            f"{RESULTS}/report/figure1-latency.png",
+            caption="../report/latency.rst",
+            category="Figure 1: latency",
+        ),
     params:
         code=CODE["report"],
     log:
@@ -55,5 +62,5 @@ rule report:
         mem_mb=1000,
         runtime=runtime_of("report"),
     shell:
-        "{PYSEDD} report --results {RESULTS} --out {output.markdown} --tables-dir $(dirname {output.tables[0]}) "
-        "{input.results} > {log} 2>&1 && python {workflow.basedir}/workflow/scripts/html_tables.py {output.tables}"
+        "{PYSEDD} report --configfile {input.config} --results {RESULTS} --out {output.markdown} "
+        "--tables-dir $(dirname {output.figure}) > {log} 2>&1"
