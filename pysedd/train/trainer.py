@@ -175,7 +175,8 @@ def _json_step(line: str) -> int | None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, build=build_objective):
+        """``build(cfg, seq_len)`` makes the objective module (another objective, e.g. distillation, plugs in here)."""
         self.cfg = cfg
         self.dist = _Distributed(cfg.device)
         self.out = Path(cfg.out)
@@ -192,7 +193,7 @@ class Trainer:
         self.order = SampleOrder(len(self.train_data), cfg.seed)
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.objective = build_objective(cfg, self.seq_len).to(self.dist.device)
+        self.objective = build(cfg, self.seq_len).to(self.dist.device)
         self.model = self.objective.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                            weight_decay=cfg.weight_decay, fused=True)  # one kernel, CPU and GPU
