@@ -52,3 +52,18 @@ def test_frontier_bad_inputs(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("pysedd: error:") and len(err.splitlines()) == 1 and text in err
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("configfile, expected", [
+    ("config.yaml", {"train": 3, "distill": 1, "frontier": 1}),
+    ("config/paper.yaml", {"prepare_distill": 1, "distill": 1, "frontier": 1}),
+])
+def test_workflow_target_frontier(tmp_path, configfile, expected):
+    """`snakemake frontier` plans the teacher/baseline/judge (trained or by hub id), one distillation job and the
+    frontier; the paper config tokenises its own distillation corpus and trains nothing."""
+    pytest.importorskip("snakemake")
+    from test_workflow import REPO, planned_jobs
+
+    jobs = planned_jobs(tmp_path, "--configfile", str(REPO / configfile), "--", "frontier")
+    assert {rule: jobs.get(rule) for rule in expected} == expected
+    assert "frontier" not in planned_jobs(tmp_path, "--configfile", str(REPO / configfile))  # not part of `all`
