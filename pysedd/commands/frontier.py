@@ -229,7 +229,7 @@ def plot(result: dict, path: str) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("latency per sample (s, log)")
-    ax.set_ylabel(f"generative perplexity under {Path(str(result['judge'])).name}")
+    ax.set_ylabel(f"generative perplexity under {result['judge']}", fontsize=8)
     ax.set_title(f"{result['num_samples']} x {result['length']} tokens, {result['device']}; H = unigram entropy",
                  fontsize=8)
     ax.legend(fontsize=8)
