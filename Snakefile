@@ -31,6 +31,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/real_text.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/distill.smk"
 
 
 localrules:

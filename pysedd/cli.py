@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "pysedd.commands.demo",
     "pysedd.commands.prepare",
     "pysedd.commands.train",
+    "pysedd.commands.distill",
     "pysedd.commands.sample",
     "pysedd.commands.bench",
     "pysedd.commands.eval",

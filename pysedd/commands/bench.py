@@ -54,6 +54,10 @@ def add_parser(subparsers) -> None:
     q.add_argument("--plot", default=None, help="also write a PNG plot")
     q.set_defaults(func=run_latency)
 
+    from .frontier import add_parser as add_frontier
+
+    add_frontier(sub)
+
 
 def resolve(args) -> dict:
     cfg = dict(DEFAULTS, **(SETUPS[args.setup] if args.setup else {}))

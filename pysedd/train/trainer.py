@@ -193,9 +193,11 @@ def _describe_differences(old: dict, new: dict) -> str:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, stop: StopRequest | None = None):
+    def __init__(self, cfg: TrainConfig, stop: StopRequest | None = None, build=build_objective):
+        """``build(cfg, seq_len)`` makes the objective module (another objective, e.g. distillation, plugs in here)."""
         self.cfg = cfg
         self.stop = stop
+        self.build = build
         self.dist = _Distributed(cfg.device)
         self.out = Path(cfg.out)
         self.lock = DirLock(self.out) if self.dist.main else None  # one writer per run directory
@@ -231,7 +233,7 @@ class Trainer:
         self.order = SampleOrder(len(self.train_data), cfg.seed)
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.objective = build_objective(cfg, self.seq_len).to(self.dist.device)
+        self.objective = self.build(cfg, self.seq_len).to(self.dist.device)
         self.model = self.objective.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                            weight_decay=cfg.weight_decay, fused=True)  # one kernel, CPU and GPU

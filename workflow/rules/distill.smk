@@ -1,0 +1,137 @@
+"""Few-step SEDD and the quality-latency frontier (docs/distillation.md): `pysedd distill` rounds from a configured
+SEDD teacher, then `pysedd bench frontier` over every SEDD sampler, each distilled student and GPT-2. Not part of
+`all`: build it with `snakemake --cores all frontier`. Active when the config has `distill:` and `frontier:` blocks.
+
+The distillation run directory (per-round checkpoints, metrics, exports) is not a declared output, for the same
+reason as training's (train.smk): a requeued or resubmitted SLURM job must find its checkpoints; a fingerprint of
+the settings, code and data wipes it only when they changed. SIGTERM five minutes before the job's time limit makes
+the trainer checkpoint and exit 75; Snakemake's retries (or SLURM requeue) resume it.
+"""
+
+DISTILL = config.get("distill")
+FRONTIER = config.get("frontier")
+DISTILL_CODE = source_hash(CORE + ["losses.py", "train/**/*.py", "commands/distill.py", "commands/train.py",
+                                   "sampling/**/*.py"])
+FRONTIER_CODE = source_hash(CORE + ["ar.py", "sampling/**/*.py", "eval/**/*.py", "train/distill.py",
+                                    "commands/frontier.py", "commands/bench.py", "commands/sample.py"])
+
+
+def distill_data():
+    """The prepared corpus the students see: the workflow's training corpus ('train') or its own (a corpus spec)."""
+    return rules.prepare_train.output.manifest if DISTILL["data"] == "train" else f"{RESULTS}/data/distill/manifest.json"
+
+
+def distill_students():
+    """Each round's exported student, in round order (round r samples with steps / 2^(r+1) steps)."""
+    return [f"{RESULTS}/distill/run/round-{r}/export" for r in range(DISTILL["rounds"])]
+
+
+def frontier_model(kind):
+    """(what bench frontier gets, its file dependency) for the teacher ('sedd') or the baseline ('gpt2')."""
+    chosen = DISTILL["teacher"] if kind == "sedd" else FRONTIER.get("gpt2")
+    if chosen is None:
+        return "none", []
+    if chosen not in MODELS or MODELS[chosen]["kind"] != kind:
+        raise ValueError(f"config key '{'distill.teacher' if kind == 'sedd' else 'frontier.gpt2'}': {chosen!r} must "
+                         f"name a {kind} model under 'models'")
+    return model_path(chosen), model_input(chosen)
+
+
+if DISTILL is not None and FRONTIER is not None:
+
+    if DISTILL["data"] != "train":
+
+        rule prepare_distill:
+            output:
+                manifest=f"{RESULTS}/data/distill/manifest.json",
+            params:
+                corpus=canon(DISTILL["data"]),
+                seq_len=config["seq_len"],
+                tokenizer=config["tokenizer"],
+                code=CODE["data"],
+                args=prepare_args(DISTILL["data"]),
+            log:
+                f"{RESULTS}/logs/data/distill.log",
+            benchmark:
+                f"{RESULTS}/benchmarks/data/distill.tsv"
+            threads: 2
+            resources:
+                mem_mb=8000,
+                runtime=240,
+            shell:
+                "{PYSEDD} prepare {params.args} --tokenizer {params.tokenizer} --seq-len {params.seq_len} "
+                "--out $(dirname {output.manifest}) --force > {log} 2>&1"
+
+    rule distill:
+        input:
+            manifest=distill_data(),
+            teacher=frontier_model("sedd")[1],
+        output:
+            rounds=f"{RESULTS}/distill/rounds.json",
+        params:
+            teacher=frontier_model("sedd")[0],
+            options=canon(DISTILL),
+            args=flags({"rounds": DISTILL["rounds"], "steps": DISTILL["steps"], "divergence": DISTILL["divergence"],
+                        **DISTILL["options"]}),
+            fingerprint=fingerprint(DISTILL, config["seq_len"], DISTILL_CODE),
+            launcher=(f"torchrun --standalone --nproc_per_node {DISTILL['nproc']} -m pysedd"
+                      if DISTILL["nproc"] > 1 else PYSEDD),
+            code=DISTILL_CODE,
+        log:
+            f"{RESULTS}/logs/distill.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/distill.tsv"
+        threads: 2
+        resources:
+            mem_mb=16000,
+            runtime=DISTILL["runtime"],
+            gpu=config["gpus_per_job"] * DISTILL["nproc"],
+        shell:
+            """
+            run=$(dirname {output.rounds})/run
+            mkdir -p $run
+            echo {params.fingerprint} $(sha256sum < {input.manifest}) > $run/.fingerprint.new
+            if ! cmp -s $run/.fingerprint.new $run/.fingerprint; then rm -rf $run/round-*; fi
+            mv $run/.fingerprint.new $run/.fingerprint
+            budget=""
+            if [ -n "${{SLURM_JOB_ID:-}}" ]; then
+                budget="timeout --preserve-status --signal TERM --kill-after 600 $(( {resources.runtime} > 20 ? {resources.runtime} * 60 - 300 : {resources.runtime} * 45 ))"
+            fi
+            $budget {params.launcher} distill --teacher {params.teacher} {params.args} \
+                --data $(dirname {input.manifest}) --out $run --no-progress >> {log} 2>&1
+            cp $run/rounds.json {output.rounds}
+            """
+
+    rule frontier:
+        input:
+            rounds=rules.distill.output.rounds,
+            teacher=frontier_model("sedd")[1],
+            gpt2=frontier_model("gpt2")[1],
+            judge=model_input(JUDGE),
+        output:
+            json=f"{RESULTS}/bench/frontier.json",
+            table=f"{RESULTS}/bench/frontier.md",
+            html=f"{RESULTS}/bench/frontier.html",
+            plot=report(f"{RESULTS}/bench/frontier.png", caption="../report/frontier.rst",
+                        category="Quality-latency frontier"),
+        params:
+            teacher=frontier_model("sedd")[0],
+            gpt2=frontier_model("gpt2")[0],
+            judge=judge_path(),
+            students=distill_students(),
+            options=canon(FRONTIER),
+            args=flags({k: v for k, v in FRONTIER.items() if k != "gpt2"}),
+            code=FRONTIER_CODE,
+        log:
+            f"{RESULTS}/logs/bench/frontier.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/bench/frontier.tsv"
+        threads: 2
+        resources:
+            mem_mb=16000,
+            runtime=240,
+            gpu=config["gpus_per_job"],
+        shell:
+            "{PYSEDD} bench frontier --sedd {params.teacher} --gpt2 {params.gpt2} --judge {params.judge} "
+            "--students {params.students} {params.args} --out {output.json} --table {output.table} "
+            "--html {output.html} --plot {output.plot} > {log} 2>&1"
