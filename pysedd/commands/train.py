@@ -65,7 +65,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--preset", help="paper-small, paper-medium or cpu-tiny")
     for name, kind, text in FIELDS:
         flags = RENAMED.get(name, ("--" + name.replace("_", "-"),))
-        p.add_argument(*flags, dest=name, type=kind, help=text, action=Renamed)
+        p.add_argument(*flags, dest=name, type=kind, help=text, action=Renamed, metavar=flags[0][2:].upper())
     p.add_argument("--plain-loss", dest="fused_loss", action="store_false", default=None,
                    help="SEDD: materialise the [B, L, V] scores instead of the fused absorb loss (same values)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
