@@ -62,7 +62,8 @@ def add_parser(subparsers) -> None:
     z.add_argument("--data", metavar="DIR", help="a `pysedd prepare`d directory instead (its blocks are the chunks)")
     z.add_argument("--dataset-name", help="with --data: the dataset's name in the result (default: the directory name)")
     z.add_argument("--split", default="test", help="split (hub or --data) / label of local files (default test)")
-    z.add_argument("--length", "--seq-len", action=Renamed, type=int, default=1024, help="chunk length in tokens (default 1024)")
+    z.add_argument("--length", "--seq-len", action=Renamed, type=int, default=1024,
+                   help="chunk length in tokens (default 1024)")
     z.add_argument("--mc-samples", "--n-samples", action=Renamed, type=int, default=ZERO_SHOT["mc_samples"],
                    help=f"SEDD: Monte-Carlo draws of t per chunk (default {ZERO_SHOT['mc_samples']})")
     z.add_argument("--sampling-eps", type=float, default=1e-3, help="SEDD: t is drawn in [eps, 1] (default 1e-3)")
@@ -119,7 +120,8 @@ def add_parser(subparsers) -> None:
     d.add_argument("--split", default="train", help="split of prepared reference directories (default train)")
     d.add_argument("--reference-limit", type=int, help="blocks of reference data (default: as many as the largest sample set)")
     d.add_argument("--length", type=int, help="reference block length (default: the samples' length, else 1024)")
-    d.add_argument("--window", type=int, default=DIVERSITY["window"], help=f"repetition window (default {DIVERSITY['window']})")
+    d.add_argument("--window", type=int, default=DIVERSITY["window"],
+                   help=f"repetition window (default {DIVERSITY['window']})")
     d.add_argument("--distinct-n", type=int, nargs="*", default=[], help="also corpus distinct-n for these n")
     d.set_defaults(func=run_diversity)
 

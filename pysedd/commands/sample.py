@@ -245,8 +245,8 @@ def run(args: argparse.Namespace) -> int:
                     tokens_per_call=args.tokens_per_call if args.sampler == "fhs" else None,
                     graph=model.config.graph.type, categorical="float64")
     else:
-        meta.update(sampler=res.sampler, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, kv_cache=True,
-                    exact_length=not args.trim_eos)
+        meta.update(sampler=res.sampler, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+                    kv_cache=True, exact_length=not args.trim_eos)
     arrays = dict(samples=samples, meta=np.array(json.dumps(meta)))
     if prompts is not None:
         arrays["prompt_index"] = np.arange(args.num_samples) % len(prompts)
