@@ -95,7 +95,7 @@ def test_sample_errors_are_one_line(models, tmp_path, capsys):
 def test_bench_latency_writes_json_table_and_plot(models, tmp_path):
     out = tmp_path / "lat.json"
     assert main(["bench", "latency", "--sedd", str(models / "sedd"), "--gpt2", str(models / "gpt2"), "--steps", "2", "4",
-                 "--length", "8", "--batch-size", "2", "--repeats", "2", "--warmup", "1", "--out", str(out),
+                 "--length", "8", "--batch-size", "2", "--repeats", "2", "--warmup", "1", "--fhs", "--out", str(out),
                  "--table", str(tmp_path / "lat.md"), "--plot", str(tmp_path / "lat.png")]) == 0
     res = json.loads(out.read_text())
     rows = {(r["model"], r["sampler"], r["steps"]): r for r in res["results"]}

@@ -11,6 +11,7 @@ import time
 import torch
 
 from .. import results as records
+from ..defaults import LATENCY
 from ..errors import UserError
 
 # Named setups; command-line flags override their fields.
@@ -22,7 +23,9 @@ SETUPS = {
     "cpu-tiny": dict(sedd="tiny", gpt2="tiny", length=64, batch_size=2, steps=[64, 128, 256, 512, 1024], repeats=3,
                      fhs=True),
 }
-DEFAULTS = SETUPS["cpu-tiny"]
+# Without --setup: Table 7's shape (pysedd/defaults.py, the workflow's `latency` defaults) on the random-weight presets.
+DEFAULTS = dict(sedd="tiny", gpt2="tiny",
+                **{k: LATENCY[k] for k in ("length", "batch_size", "steps", "repeats", "fhs")})
 
 
 def add_parser(subparsers) -> None:
@@ -39,16 +42,20 @@ def add_parser(subparsers) -> None:
     q.add_argument("--setup", choices=tuple(SETUPS), default=None, help="named configuration (flags override it)")
     q.add_argument("--sedd", default=None, help=f"SEDD path, hub id or preset (default {DEFAULTS['sedd']})")
     q.add_argument("--gpt2", default=None, help=f"GPT-2 path, hub id or preset (default {DEFAULTS['gpt2']}); 'none' skips it")
-    q.add_argument("--steps", type=int, nargs="+", default=None, help="SEDD step counts (default 64 128 256 512 1024)")
-    q.add_argument("--sampler", choices=("analytic", "euler"), default="analytic", help="SEDD step sampler (default analytic)")
+    q.add_argument("--steps", type=int, nargs="+", default=None,
+                   help=f"SEDD step counts (default {' '.join(map(str, LATENCY['steps']))})")
+    q.add_argument("--sampler", choices=("analytic", "euler"), default=LATENCY["sampler"],
+                   help="SEDD step sampler (default analytic)")
     q.add_argument("--fhs", action=argparse.BooleanOptionalAction, default=None, help="also time the first-hitting sampler (L calls)")
-    q.add_argument("--batch-size", type=int, default=None, help="sequences per run, B (default 2)")
-    q.add_argument("--length", type=int, default=None, help="tokens per sequence, L (default 64)")
-    q.add_argument("--repeats", type=int, default=None, help="timed runs per configuration (default 3; table7: 20)")
-    q.add_argument("--warmup", type=int, default=2, help="discarded warm-up runs (default 2)")
+    q.add_argument("--batch-size", type=int, default=None,
+                   help=f"sequences per forward, B (default {LATENCY['batch_size']})")
+    q.add_argument("--length", type=int, default=None, help=f"tokens per sequence, L (default {LATENCY['length']})")
+    q.add_argument("--repeats", type=int, default=None,
+                   help=f"timed runs per configuration (default {LATENCY['repeats']}; cpu-tiny: 3)")
+    q.add_argument("--warmup", type=int, default=LATENCY["warmup"], help="discarded warm-up runs (default 2)")
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 gives steadier CPU timings)")
     q.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available)")
-    q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    q.add_argument("--seed", type=int, default=LATENCY["seed"], help="random seed (default 0)")
     q.add_argument("--out", required=True, help="result JSON")
     q.add_argument("--table", default=None, help="also write a markdown table")
     q.add_argument("--plot", default=None, help="also write a PNG plot")

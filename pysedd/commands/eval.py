@@ -10,7 +10,9 @@ import dataclasses
 from pathlib import Path
 
 from .. import results as records
+from ..defaults import DIVERSITY, GEN_PPL, LM_EVAL, MAUVE, ZERO_SHOT
 from ..errors import UserError
+from . import Renamed
 
 EXAMPLES = """examples:
   pysedd eval zero-shot --model louaaron/sedd-small --out zs-sedd.json --table zs-sedd.md
@@ -61,12 +63,15 @@ def add_parser(subparsers) -> None:
     z.add_argument("--data", metavar="DIR", help="a `pysedd prepare`d directory instead (its blocks are the chunks)")
     z.add_argument("--dataset-name", help="with --data: the dataset's name in the result (default: the directory name)")
     z.add_argument("--split", default="test", help="split (hub or --data) / label of local files (default test)")
-    z.add_argument("--seq-len", type=int, default=1024, help="chunk length (default 1024)")
-    z.add_argument("--n-samples", "--mc-samples", type=int, default=128, help="SEDD: Monte-Carlo draws of t per chunk (default 128)")
+    z.add_argument("--length", "--seq-len", action=Renamed, type=int, default=1024,
+                   help="chunk length in tokens (default 1024)")
+    z.add_argument("--mc-samples", "--n-samples", action=Renamed, type=int, default=ZERO_SHOT["mc_samples"],
+                   help=f"SEDD: Monte-Carlo draws of t per chunk (default {ZERO_SHOT['mc_samples']})")
     z.add_argument("--sampling-eps", type=float, default=1e-3, help="SEDD: t is drawn in [eps, 1] (default 1e-3)")
     z.add_argument("--no-stratified", action="store_true", help="SEDD: i.i.d. instead of stratified t")
-    z.add_argument("--seed", type=int, default=0)
-    z.add_argument("--batch-size", type=int, default=16, help="SEDD: MC draws per forward; GPT-2: chunks per forward")
+    z.add_argument("--seed", type=int, default=ZERO_SHOT["seed"])
+    z.add_argument("--batch-size", type=int, default=ZERO_SHOT["batch_size"],
+                   help="sequences per forward (SEDD: noised copies of a chunk, one per draw of t; GPT-2: chunks)")
     z.add_argument("--ar-first-token", choices=["skip", "eos"], default="skip",
                    help="GPT-2: skip each chunk's first token (default) or give it EOS as context (chunks of seq-len - 1)")
     z.add_argument("--limit", type=int, help="score only the first N chunks of each dataset (quick runs)")
@@ -81,16 +86,19 @@ def add_parser(subparsers) -> None:
                        "arc_challenge and winogrande, from the hub by name or from local files (--local-data / --task-file).")
     _common(h)
     h.add_argument("--tasks", nargs="+", default=["lambada_openai", "hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande"])
-    h.add_argument("--local-data", "--data-dir", metavar="DIR",
+    h.add_argument("--local-data", "--data-dir", action=Renamed, metavar="DIR",
                    help="local data of every task: DIR/<task>.jsonl in the built-in's fields, else the offline copies "
                    "in the layout of ../shared/data (lambada/lambada_test.jsonl, hellaswag/...)")
     h.add_argument("--task-file", action="append", metavar="TASK=PATH", help="a local data file for one task (repeatable)")
-    h.add_argument("--n-samples", "--mc-samples", type=int, default=256, help="SEDD: MC draws of t per request (default 256)")
-    h.add_argument("--seed", type=int, default=0, help="base seed (each request derives its own)")
-    h.add_argument("--batch-size", type=int, default=4,
-                   help="requests per batch, lm-eval's batch size (SEDD: at most batch-size x mc-batch-size rows per forward)")
-    h.add_argument("--mc-batch-size", type=int, default=16, help="SEDD: MC draws of one request per forward (default 16)")
-    h.add_argument("--eos-framing", choices=["both", "none"], default="both",
+    h.add_argument("--mc-samples", "--n-samples", action=Renamed, type=int, default=LM_EVAL["mc_samples"],
+                   help=f"SEDD: Monte-Carlo draws of t per request (default {LM_EVAL['mc_samples']})")
+    h.add_argument("--seed", type=int, default=LM_EVAL["seed"], help="base seed (each request derives its own)")
+    h.add_argument("--batch-size", type=int, default=LM_EVAL["batch_size"],
+                   help="requests per batch, lm-eval's batch size (SEDD: at most batch-size x mc-batch-size rows per "
+                   f"forward; default {LM_EVAL['batch_size']})")
+    h.add_argument("--mc-batch-size", type=int, default=LM_EVAL["mc_batch_size"],
+                   help=f"SEDD: MC draws of one request per forward (default {LM_EVAL['mc_batch_size']})")
+    h.add_argument("--eos-framing", choices=["both", "none"], default=LM_EVAL["eos_framing"],
                    help="SEDD: 'both' scores [EOS]+context ++ continuation+[EOS] (default); 'none' scores context ++ "
                    "continuation, the framing lm-eval's hf model gives GPT-2")
     h.add_argument("--limit", type=float, help="documents per task (an int, or a fraction < 1)")
@@ -106,7 +114,7 @@ def add_parser(subparsers) -> None:
     g.add_argument("--samples", nargs="+", required=True, help="samples.npz files (one per sampler setting)")
     g.add_argument("--judge", default="gpt2-large", help="judge AR model: hub id or directory (default gpt2-large)")
     g.add_argument("--modes", nargs="+", default=["b", "a"], choices=["a", "b", "c", "d"], help="the first is the primary")
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--batch-size", type=int, default=GEN_PPL["batch_size"], help="sequences per forward")
     g.add_argument("--min-entropy", type=float, default=0.0, help="mode (d): drop samples below this unigram entropy")
     g.add_argument("--limit", type=int, help="score only the first N samples of each file")
     g.set_defaults(func=run_gen_ppl)
@@ -115,15 +123,16 @@ def add_parser(subparsers) -> None:
                        description="Per-sample diversity of samples.npz files and of training data, mean ± std.")
     _common(d, model=False)
     d.add_argument("--samples", nargs="*", default=[], help="samples.npz files")
-    d.add_argument("--reference", "--data", nargs="*", default=[],
+    d.add_argument("--reference", "--data", action=Renamed, nargs="*", default=[],
                    help="real text to compare with: prepared dataset directories or text/jsonl files")
     d.add_argument("--split", default="train", help="split of prepared reference directories (default train)")
     d.add_argument("--reference-limit", type=int, help="blocks of reference data (default: as many as the largest sample set)")
     d.add_argument("--length", type=int, help="reference block length (default: the samples' length, else 1024)")
-    d.add_argument("--window", type=int, default=100, help="repetition window (default 100)")
-    d.add_argument("--repetition-ngram", type=int, default=3,
-                   help="n of the paper's repetition column: n-grams seen in the window (default 3; the literal "
-                   "single-token reading is always reported beside it)")
+    d.add_argument("--window", type=int, default=DIVERSITY["window"],
+                   help=f"repetition window (default {DIVERSITY['window']})")
+    d.add_argument("--repetition-ngram", type=int, default=DIVERSITY["repetition_ngram"],
+                   help="n of the paper's repetition column: n-grams seen in the window (default "
+                   f"{DIVERSITY['repetition_ngram']}; the literal single-token reading is always reported beside it)")
     d.add_argument("--distinct-n", type=int, nargs="*", default=[], help="also corpus distinct-n for these n")
     d.set_defaults(func=run_diversity)
 
@@ -134,25 +143,28 @@ def add_parser(subparsers) -> None:
     m.add_argument("--model", help="generator (SEDD or GPT-2); or give --samples")
     m.add_argument("--kind", choices=["sedd", "gpt2"])
     m.add_argument("--samples", help="pre-generated samples.npz whose rows start with the prompts")
-    m.add_argument("--prompts", "--references", required=True,
+    m.add_argument("--prompts", "--references", action=Renamed, required=True,
                    help="held-out documents: .jsonl with a text (or token 'ids') field, or .txt")
     m.add_argument("--field", default="text")
     m.add_argument("--judge", default="gpt2-large", help="featurizer and perplexity judge (default gpt2-large)")
-    m.add_argument("--prompt-len", type=int, default=50)
-    m.add_argument("--gen-len", type=int, default=50)
-    m.add_argument("--canvas", type=int, default=100, help="SEDD canvas: 100 (gen-100) or 1024 (gen-1024)")
-    m.add_argument("--steps", type=int, default=100, help="SEDD sampling steps")
-    m.add_argument("--n-prompts", type=int, default=1024)
+    m.add_argument("--prompt-len", type=int, default=MAUVE["prompt_len"])
+    m.add_argument("--gen-len", type=int, default=MAUVE["gen_len"])
+    m.add_argument("--canvas", type=int, default=MAUVE["canvas"], help="SEDD canvas: 100 (gen-100) or 1024 (gen-1024)")
+    m.add_argument("--steps", type=int, default=MAUVE["steps"], help=f"SEDD sampling steps (default {MAUVE['steps']})")
+    m.add_argument("--num-prompts", "--n-prompts", action=Renamed, type=int, default=MAUVE["num_prompts"],
+                   help=f"prompts used (default {MAUVE['num_prompts']})")
     m.add_argument("--samples-per-prompt", type=int, default=1,
                    help="continuations per prompt; row i continues prompt i mod n-prompts (as pysedd sample writes them)")
-    m.add_argument("--seed", type=int, default=0, help="generation seed")
-    m.add_argument("--mauve-seeds", "--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    m.add_argument("--seed", type=int, default=MAUVE["seed"], help="generation seed")
+    m.add_argument("--mauve-seeds", "--seeds", action=Renamed, type=int, nargs="+", default=MAUVE["mauve_seeds"],
+                   help="k-means seeds MAUVE is averaged over")
     m.add_argument("--num-buckets", type=int, help="k-means buckets (default mauve-text's 'auto', max(2, round(n/10)), recorded)")
-    m.add_argument("--features", choices=["text", "ids"], default="text",
+    m.add_argument("--features", choices=["text", "ids"], default=MAUVE["features"],
                    help="text (default, the paper): decoded text featurised by mauve-text itself with the judge, truncated "
                    "to --max-text-length tokens; ids: the judge's features of the raw token ids")
-    m.add_argument("--max-text-length", type=int, default=100, help="text features: tokens kept per text (default 100)")
-    m.add_argument("--batch-size", type=int, default=16)
+    m.add_argument("--max-text-length", type=int, default=MAUVE["max_text_length"],
+                   help=f"text features: tokens kept per text (default {MAUVE['max_text_length']})")
+    m.add_argument("--batch-size", type=int, default=MAUVE["batch_size"], help="sequences per forward")
     m.set_defaults(func=run_mauve)
 
 
@@ -194,7 +206,7 @@ def run_zero_shot(args) -> int:
     unknown = sorted(set(files) - set(args.datasets))
     if unknown:
         raise UserError(f"--data-file names dataset(s) not in --datasets: {', '.join(unknown)}")
-    settings = zero_shot.ZeroShotSettings(seq_len=args.seq_len, split=args.split, n_samples=args.n_samples,
+    settings = zero_shot.ZeroShotSettings(seq_len=args.length, split=args.split, n_samples=args.mc_samples,
                                           sampling_eps=args.sampling_eps, stratified=not args.no_stratified, seed=args.seed,
                                           batch_size=args.batch_size, ar_first_token=args.ar_first_token,
                                           limit=args.limit, shard_size=args.shard_size, chunking=args.chunking)
@@ -247,8 +259,8 @@ def run_lm_eval(args) -> int:
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
     lm = load_model(args.model, args.kind, _device(args))
     shards = Path(str(args.out) + ".shards")
-    _at_least(args, 1, "batch_size", "mc_batch_size", "n_samples")
-    settings = {"tasks": args.tasks, "n_samples": args.n_samples, "seed": args.seed, "batch_size": args.batch_size,
+    _at_least(args, 1, "batch_size", "mc_batch_size", "mc_samples")
+    settings = {"tasks": args.tasks, "n_samples": args.mc_samples, "seed": args.seed, "batch_size": args.batch_size,
                 "limit": limit, "num_fewshot": args.num_fewshot, "greedy": not args.no_greedy,
                 "bootstrap_iters": args.bootstrap_iters, "mc_batch_size": args.mc_batch_size,
                 "eos_framing": args.eos_framing}
@@ -256,7 +268,7 @@ def run_lm_eval(args) -> int:
     if not args.no_resume:  # pysedd's JSON request cache: a rerun skips every request already answered
         cache = str(shards / f"requests-{settings_hash({**settings, 'model': lm.fingerprint})}")
     out = harness.run_lm_eval(lm, args.tasks, data_files=files, cache_dir=str(shards / "tasks"),
-                              n_samples=args.n_samples, seed=args.seed, batch_size=args.batch_size,
+                              n_samples=args.mc_samples, seed=args.seed, batch_size=args.batch_size,
                               mc_batch_size=args.mc_batch_size, limit=limit, num_fewshot=args.num_fewshot,
                               greedy=not args.no_greedy, eos_framing=args.eos_framing,
                               bootstrap_iters=args.bootstrap_iters, request_cache=cache)
@@ -339,9 +351,9 @@ def run_mauve(args) -> int:
 
     if (args.model is None) == (args.samples is None):
         raise UserError("give exactly one of --model (generate here) or --samples (pre-generated)")
-    _at_least(args, 1, "max_text_length", "num_buckets", "batch_size", "n_prompts", "samples_per_prompt", "steps")
+    _at_least(args, 1, "max_text_length", "num_buckets", "batch_size", "num_prompts", "samples_per_prompt", "steps")
     settings = mauve_eval.MauveSettings(prompt_len=args.prompt_len, gen_len=args.gen_len, canvas=args.canvas,
-                                        n_prompts=args.n_prompts, samples_per_prompt=args.samples_per_prompt,
+                                        n_prompts=args.num_prompts, samples_per_prompt=args.samples_per_prompt,
                                         seed=args.seed, mauve_seeds=tuple(args.mauve_seeds), num_buckets=args.num_buckets,
                                         steps=args.steps, batch_size=args.batch_size, field=args.field,
                                         features=args.features, max_text_length=args.max_text_length)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from . import Renamed
+
 EXAMPLES = """examples:
-  pysedd prepare demo --out data/demo --seq-len 256 --val-fraction 0.05     # no download: Python's own docs
+  pysedd prepare demo --out data/demo --length 256 --val-fraction 0.05     # no download: Python's own docs
   pysedd prepare openwebtext --out data/owt --val-fraction 0.0005           # the paper's training data (hub)
   pysedd prepare wikitext103 --hub-split validation --split-name validation --out data/wt103-val
   pysedd prepare wikitext2 --path ../shared/data/wikitext-2-raw/wiki.test.raw --split-name test --out data/wt2-test
@@ -16,7 +18,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "prepare",
         help="tokenise and pack a corpus",
-        description="Tokenise a corpus with GPT-2 BPE, append EOS to every row, concatenate, cut into --seq-len blocks "
+        description="Tokenise a corpus with GPT-2 BPE, append EOS to every row, concatenate, cut into --length blocks "
         "(remainder dropped, no BOS) and store them as <split>.bin + manifest.json in --out.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -26,7 +28,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--path", nargs="+", default=[], help="local file(s) instead of the hub: with a corpus name they "
                    "are read in that corpus's format, otherwise as .txt/.jsonl")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--seq-len", type=int, default=1024, help="block length in tokens (default 1024, the paper's)")
+    p.add_argument("--length", "--seq-len", action=Renamed, type=int, default=1024,
+                   help="block length in tokens (default 1024, the paper's)")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="put the last ceil(f * blocks) blocks in a 'validation' split (default 0: no split)")
     p.add_argument("--split-name", default="train", help="name of the main split (default train)")
@@ -48,7 +51,7 @@ def run(args) -> int:
 
     corpus = open_corpus(args.corpus, args.path, split=args.hub_split, line_format=args.text_mode, field=args.field,
                          detokenizer=args.detokenizer, streaming=args.streaming)
-    manifest = prepare_corpus(corpus, args.out, get_tokenizer(args.tokenizer), seq_len=args.seq_len,
+    manifest = prepare_corpus(corpus, args.out, get_tokenizer(args.tokenizer), seq_len=args.length,
                               val_fraction=args.val_fraction, split_name=args.split_name,
                               batch_rows=args.batch_rows, force=args.force)
     for split, info in manifest["splits"].items():

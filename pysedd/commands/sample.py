@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import UNCONDITIONAL
 from ..errors import UserError
 from ..hub import KINDS
 
@@ -26,14 +27,18 @@ def add_parser(subparsers) -> None:
                    "directory (export/, else the newest verified checkpoint's EMA), reference SEDD run directory, or a "
                    "size preset (tiny, small, ...: random weights, for smoke tests and latency; needs --kind)")
     p.add_argument("--kind", choices=KINDS, default=None, help="model family (detected from the config when omitted)")
-    p.add_argument("--num-samples", type=int, default=8, help="samples to draw (default 8)")
-    p.add_argument("--length", type=int, default=1024, help="tokens per unconditional sample (default 1024)")
-    p.add_argument("--batch-size", type=int, default=8, help="rows per sampler call (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--num-samples", type=int, default=UNCONDITIONAL["num_samples"],
+                   help=f"sequences to generate (default {UNCONDITIONAL['num_samples']})")
+    p.add_argument("--length", type=int, default=UNCONDITIONAL["length"],
+                   help=f"tokens per unconditional sample (default {UNCONDITIONAL['length']})")
+    p.add_argument("--batch-size", type=int, default=UNCONDITIONAL["batch_size"],
+                   help=f"sequences per sampler call (default {UNCONDITIONAL['batch_size']})")
+    p.add_argument("--seed", type=int, default=UNCONDITIONAL["seed"], help="random seed (default 0)")
     g = p.add_argument_group("SEDD")
-    g.add_argument("--sampler", choices=("analytic", "euler", "fhs"), default="analytic",
+    g.add_argument("--sampler", choices=("analytic", "euler", "fhs"), default=UNCONDITIONAL["sampler"],
                    help="analytic (Tweedie tau-leaping, default), euler, or fhs (exact first-hitting, L network calls)")
-    g.add_argument("--steps", type=int, default=1024, help="reverse steps for analytic/euler (default 1024)")
+    g.add_argument("--steps", type=int, default=UNCONDITIONAL["steps"],
+                   help=f"reverse steps for analytic/euler (default {UNCONDITIONAL['steps']})")
     g.add_argument("--eps", type=float, default=1e-5, help="last time of the step grid (default 1e-5)")
     g.add_argument("--no-denoise", action="store_true", help="skip the final denoising step")
     g.add_argument("--cache", choices=("off", "exact", "approximate"), default="off",
@@ -46,6 +51,7 @@ def add_parser(subparsers) -> None:
     g = p.add_argument_group("GPT-2")
     g.add_argument("--top-p", type=float, default=None, help="nucleus sampling (default: pure ancestral)")
     g.add_argument("--top-k", type=int, default=0, help="top-k sampling (default 0: off)")
+    g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1: the model's own)")
     g = p.add_argument_group("prompts (conditional generation)")
     g.add_argument("--prompts", default=None, metavar="FILE",
                    help=".npy/.npz token ids [P, >= prompt-len], .jsonl with 'ids' or 'text', or .txt (one per line)")
@@ -170,6 +176,8 @@ def check_args(args) -> None:
     for name in ("num_samples", "length", "batch_size", "steps", "prompt_len", "gen_len", "tokens_per_call"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.temperature > 0:
+        raise UserError(f"--temperature must be > 0, got {args.temperature}")
     if args.canvas is not None and args.canvas < args.prompt_len + args.gen_len:
         raise UserError(f"--canvas {args.canvas} is shorter than --prompt-len + --gen-len ({args.prompt_len + args.gen_len})")
 
@@ -218,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
             samples = res.samples[:, :out_len]
         else:
             res = ar_sample(model, b, args.gen_len if prompt is not None else args.length, prompt_ids=prompt,
-                            top_k=args.top_k, top_p=args.top_p, stop_at_eos=args.trim_eos, seed=args.seed + batch_index)
+                            top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, stop_at_eos=args.trim_eos,
+                            seed=args.seed + batch_index)
             samples = res.samples
         chunks.append(samples.cpu().numpy().astype(np.int64))
         if res.lengths is not None:
@@ -240,8 +249,8 @@ def run(args: argparse.Namespace) -> int:
                     tokens_per_call=args.tokens_per_call if args.sampler == "fhs" else None,
                     graph=model.config.graph.type, categorical=args.categorical)
     else:
-        meta.update(sampler=res.sampler, top_k=args.top_k, top_p=args.top_p, kv_cache=True,
-                    exact_length=not args.trim_eos)
+        meta.update(sampler=res.sampler, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+                    kv_cache=True, exact_length=not args.trim_eos)
     arrays = dict(samples=samples, meta=np.array(json.dumps(meta)))
     if prompts is not None:
         arrays["prompt_index"] = np.arange(args.num_samples) % len(prompts)

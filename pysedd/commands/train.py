@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 
+from . import Renamed
+
 EXAMPLES = """examples:
-  pysedd prepare demo --out data/demo --seq-len 128 --val-fraction 0.05
-  pysedd train --preset cpu-tiny --model sedd --data data/demo --out runs/sedd-tiny
-  pysedd train --preset cpu-tiny --model gpt2 --data data/demo --out runs/gpt2-tiny
+  pysedd prepare demo --out data/demo --length 128 --val-fraction 0.05
+  pysedd train --preset cpu-tiny --kind sedd --data data/demo --out runs/sedd-tiny
+  pysedd train --preset cpu-tiny --kind gpt2 --data data/demo --out runs/gpt2-tiny
   torchrun --nproc_per_node 8 -m pysedd train --preset paper-small --data data/owt --out runs/sedd-small
 
 Re-running the same command resumes from the newest good checkpoint in --out/checkpoints, also with another
@@ -17,7 +19,10 @@ exit codes: 0 done, 2 bad input, 3 NaN/inf loss (last good checkpoint kept),
             75 stopped by SIGTERM/SIGUSR1 (after writing a checkpoint, or during start-up): run again to resume
 """
 
-# flags that map one-to-one onto TrainConfig fields: (flag, type, help)
+# TrainConfig fields whose flag has another name (docs/cli.md): the first spelling, then deprecated aliases
+RENAMED = {"model": ("--kind", "--model")}
+
+# flags that map one-to-one onto TrainConfig fields: (field, type, help)
 FIELDS = [
     ("model", str, "sedd or gpt2"),
     ("size", str, "tiny, small (768x12, paper) or medium (1024x24)"),
@@ -59,7 +64,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", help="YAML or JSON file of training options")
     p.add_argument("--preset", help="paper-small, paper-medium or cpu-tiny")
     for name, kind, text in FIELDS:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+        flags = RENAMED.get(name, ("--" + name.replace("_", "-"),))
+        p.add_argument(*flags, dest=name, type=kind, help=text, action=Renamed, metavar=flags[0][2:].upper())
     p.add_argument("--plain-loss", dest="fused_loss", action="store_false", default=None,
                    help="SEDD: materialise the [B, L, V] scores instead of the fused absorb loss (same values)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")

@@ -340,8 +340,8 @@ def diversity_reference():
 def mauve_options():
     """MAUVE settings: the same prompts, lengths, seeds and bucket count for every model."""
     m = config["mauve"]
-    return {"n_prompts": m["prompts"]["num_prompts"], "prompt_len": m["prompt_len"], "gen_len": m["gen_len"],
-            "seeds": m["seeds"], "num_buckets": m.get("num_buckets"), "batch_size": m["batch_size"]}
+    return {"num_prompts": m["prompts"]["num_prompts"], "prompt_len": m["prompt_len"], "gen_len": m["gen_len"],
+            "mauve_seeds": m["seeds"], "num_buckets": m.get("num_buckets"), "batch_size": m["batch_size"]}
 
 
 def latency_options():

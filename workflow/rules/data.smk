@@ -20,7 +20,7 @@ rule prepare_train:
         mem_mb=8000,
         runtime=runtime_of("prepare_train"),
     shell:
-        "{PYSEDD} prepare {params.args} --tokenizer {params.tokenizer} --seq-len {params.seq_len} "
+        "{PYSEDD} prepare {params.args} --tokenizer {params.tokenizer} --length {params.seq_len} "
         "--out $(dirname {output.manifest}) --force > {log} 2>&1"
 
 
@@ -43,7 +43,7 @@ rule prepare_eval:
         runtime=runtime_of("prepare_eval"),
     shell:
         "{PYSEDD} prepare {params.args} --split-name test --tokenizer {params.tokenizer} "
-        "--seq-len {params.seq_len} --out $(dirname {output.manifest}) --force > {log} 2>&1"
+        "--length {params.seq_len} --out $(dirname {output.manifest}) --force > {log} 2>&1"
 
 
 rule heldout_tasks:

@@ -45,7 +45,7 @@ rule lm_eval:
         model=lambda wc: model_path(wc.model),
         kind=lambda wc: MODELS[wc.model]["kind"],
         tasks=config["lm_eval"]["tasks"],
-        data=lambda wc, input: f"--data-dir {input.data}" if input.data else "",
+        data=lambda wc, input: f"--local-data {input.data}" if input.data else "",
         options=canon(config["lm_eval"]["options"]),
         args=flags(config["lm_eval"]["options"]),
         code=CODE["lm_eval"],
@@ -136,7 +136,7 @@ rule diversity_data:
         mem_mb=2000,
         runtime=runtime_of("diversity_data"),
     shell:
-        "{PYSEDD} eval diversity --data $(dirname {input.manifest}) --split {params.split} {params.args} "
+        "{PYSEDD} eval diversity --reference $(dirname {input.manifest}) --split {params.split} {params.args} "
         "--out {output.json} --table {output.table} > {log} 2>&1"
 
 
@@ -164,7 +164,7 @@ rule mauve:
         runtime=runtime_of("mauve"),
         gpu=config["gpus_per_job"],
     shell:
-        "{PYSEDD} eval mauve --samples {input.samples} --references {input.references} --judge {params.judge} "
+        "{PYSEDD} eval mauve --samples {input.samples} --prompts {input.references} --judge {params.judge} "
         "{params.args} --out {output.json} --table {output.table} > {log} 2>&1"
 
 

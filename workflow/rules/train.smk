@@ -45,7 +45,7 @@ def train_script(wc, output, input, log, resources):
         budget=""
         if [ -n "${{SLURM_JOB_ID:-}}" ]; then budget="timeout --preserve-status --signal TERM --kill-after 600 {budget}"; fi
         rc=0
-        $budget {train_launcher(wc)} train --model {MODELS[wc.model]['kind']} {args} \\
+        $budget {train_launcher(wc)} train --kind {MODELS[wc.model]['kind']} {args} \\
             --data $(dirname {input.manifest}) --out $run --supersede --no-progress || rc=$?
         sleep 1; kill $tailer 2>/dev/null || true
         echo "=== attempt ended with exit code $rc"
