@@ -68,6 +68,7 @@ CODE = {
     "diversity": _cli_code("eval", "run_diversity"),
     "mauve": _cli_code("eval", "run_mauve"),
     "latency": _cli_code("bench", "run_latency"),
+    "real_text_samples": _CODE_GRAPH.fingerprint([("pysedd.eval.common", frozenset({"load_token_blocks"}))]),
     # the paper tables data file is read by the report, not imported: it counts too
     "report": _cli_code("report", "run") + hashlib.sha256((REPO / "pysedd" / "paper" / "tables.yaml").read_bytes()).hexdigest()[:16],
 }
@@ -126,7 +127,11 @@ def looks_local(spec):
     return spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1 or os.path.isdir(spec)
 
 
-MODEL_PRESETS = ("tiny", "mini", "small", "medium")  # `pysedd bench latency` presets (pysedd/config.py, ar.py)
+# random-weight presets `pysedd bench latency` builds (SEDD's and GPT-2's, read from this checkout's pysedd)
+from pysedd.ar import GPT2_PRESETS  # noqa: E402
+from pysedd.config import PRESETS as SEDD_PRESETS  # noqa: E402
+
+MODEL_PRESETS = {"sedd": tuple(SEDD_PRESETS), "gpt2": tuple(GPT2_PRESETS)}
 WEBTEXT_URL = "https://openaipublic.azureedge.net/gpt-2/output-dataset/v1/webtext.test.jsonl"
 
 
@@ -181,7 +186,7 @@ def check_config():
                      "(make it with `snakemake prepare_offline` on a login node)")
     for kind in ("sedd", "gpt2"):
         chosen = config["latency"].get(kind)
-        if chosen is None or chosen in MODEL_PRESETS:
+        if chosen is None or chosen in MODEL_PRESETS[kind]:
             continue
         if chosen in MODELS:
             if MODELS[chosen]["kind"] != kind:
@@ -191,7 +196,7 @@ def check_config():
                 config_error(f"latency.{kind}", f"local model directory {chosen} does not exist")
         elif "/" not in chosen and not (kind == "gpt2" and chosen.startswith(("gpt2", "distilgpt2"))):
             config_error(f"latency.{kind}", f"{chosen!r} is neither a model under 'models' "
-                         f"({', '.join(models_of(kind)) or 'none'}), a preset ({', '.join(MODEL_PRESETS)}) nor a hub id")
+                         f"({', '.join(models_of(kind)) or 'none'}), a preset ({', '.join(MODEL_PRESETS[kind])}) nor a hub id")
 
 
 def model_path(name):

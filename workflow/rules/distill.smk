@@ -3,17 +3,21 @@ SEDD teacher, then `pysedd bench frontier` over every SEDD sampler, each distill
 `all`: build it with `snakemake --cores all frontier`. Active when the config has `distill:` and `frontier:` blocks.
 
 The distillation run directory (per-round checkpoints, metrics, exports) is not a declared output, for the same
-reason as training's (train.smk): a requeued or resubmitted SLURM job must find its checkpoints; a fingerprint of
-the settings, code and data wipes it only when they changed. SIGTERM five minutes before the job's time limit makes
-the trainer checkpoint and exit 75; Snakemake's retries (or SLURM requeue) resume it.
+reason as training's (train.smk): a requeued or resubmitted SLURM job must find its checkpoints. It is named after a
+hash of the distillation settings and the sequence length (`distill/run-<hash>/`), so changed settings start a new
+run beside the old one and code edits resume the same run; nothing is deleted. SIGTERM five minutes before the job's
+time limit makes the trainer checkpoint and exit 75, and inside SLURM the job requeues itself (as training does).
 """
 
 DISTILL = config.get("distill")
 FRONTIER = config.get("frontier")
-DISTILL_CODE = source_hash(CORE + ["losses.py", "train/**/*.py", "commands/distill.py", "commands/train.py",
-                                   "sampling/**/*.py"])
-FRONTIER_CODE = source_hash(CORE + ["ar.py", "sampling/**/*.py", "eval/**/*.py", "train/distill.py",
-                                    "commands/frontier.py", "commands/bench.py", "commands/sample.py"])
+FRONTIER_CODE = _cli_code("frontier", "run_frontier")
+
+
+def distill_run():
+    """The run directory of these distillation settings (a settings change starts a new one; none is deleted)."""
+    key = hashlib.sha256(json.dumps(canon({"distill": DISTILL, "seq_len": config["seq_len"]}), sort_keys=True).encode()).hexdigest()[:12]
+    return f"{RESULTS}/distill/run-{key}"
 
 
 def distill_data():
@@ -23,7 +27,7 @@ def distill_data():
 
 def distill_students():
     """Each round's exported student, in round order (round r samples with steps / 2^(r+1) steps)."""
-    return [f"{RESULTS}/distill/run/round-{r}/export" for r in range(DISTILL["rounds"])]
+    return [f"{distill_run()}/round-{r}/export" for r in range(DISTILL["rounds"])]
 
 
 def frontier_model(kind):
@@ -48,7 +52,7 @@ if DISTILL is not None and FRONTIER is not None:
                 corpus=canon(DISTILL["data"]),
                 seq_len=config["seq_len"],
                 tokenizer=config["tokenizer"],
-                code=CODE["data"],
+                code=CODE["prepare"],
                 args=prepare_args(DISTILL["data"]),
             log:
                 f"{RESULTS}/logs/data/distill.log",
@@ -57,13 +61,14 @@ if DISTILL is not None and FRONTIER is not None:
             threads: 2
             resources:
                 mem_mb=8000,
-                runtime=240,
+                runtime=runtime_of("prepare_distill"),
             shell:
-                "{PYSEDD} prepare {params.args} --tokenizer {params.tokenizer} --seq-len {params.seq_len} "
+                "{PYSEDD} prepare {params.args} --tokenizer {params.tokenizer} --length {params.seq_len} "
                 "--out $(dirname {output.manifest}) --force > {log} 2>&1"
 
     rule distill:
         input:
+            stale_check=force_stale,
             manifest=distill_data(),
             teacher=frontier_model("sedd")[1],
         output:
@@ -73,10 +78,9 @@ if DISTILL is not None and FRONTIER is not None:
             options=canon(DISTILL),
             args=flags({"rounds": DISTILL["rounds"], "steps": DISTILL["steps"], "divergence": DISTILL["divergence"],
                         **DISTILL["options"]}),
-            fingerprint=fingerprint(DISTILL, config["seq_len"], DISTILL_CODE),
+            run=distill_run(),
             launcher=(f"torchrun --standalone --nproc_per_node {DISTILL['nproc']} -m pysedd"
                       if DISTILL["nproc"] > 1 else PYSEDD),
-            code=DISTILL_CODE,
         log:
             f"{RESULTS}/logs/distill.log",
         benchmark:
@@ -88,22 +92,24 @@ if DISTILL is not None and FRONTIER is not None:
             gpu=config["gpus_per_job"] * DISTILL["nproc"],
         shell:
             """
-            run=$(dirname {output.rounds})/run
+            run={params.run}
             mkdir -p $run
-            echo {params.fingerprint} $(sha256sum < {input.manifest}) > $run/.fingerprint.new
-            if ! cmp -s $run/.fingerprint.new $run/.fingerprint; then rm -rf $run/round-*; fi
-            mv $run/.fingerprint.new $run/.fingerprint
             budget=""
             if [ -n "${{SLURM_JOB_ID:-}}" ]; then
                 budget="timeout --preserve-status --signal TERM --kill-after 600 $(( {resources.runtime} > 20 ? {resources.runtime} * 60 - 300 : {resources.runtime} * 45 ))"
             fi
             $budget {params.launcher} distill --teacher {params.teacher} {params.args} \
-                --data $(dirname {input.manifest}) --out $run --no-progress >> {log} 2>&1
+                --data $(dirname {input.manifest}) --out $run --no-progress >> {log} 2>&1 || rc=$?
+            if [ "${{rc:-0}}" = 75 ] && [ -n "${{SLURM_JOB_ID:-}}" ]; then
+                scontrol requeue $SLURM_JOB_ID; sleep 600   # checkpointed before the time limit: resume
+            fi
+            [ "${{rc:-0}}" = 0 ] || exit $rc
             cp $run/rounds.json {output.rounds}
             """
 
     rule frontier:
         input:
+            stale_check=force_stale,
             rounds=rules.distill.output.rounds,
             teacher=frontier_model("sedd")[1],
             gpt2=frontier_model("gpt2")[1],
@@ -129,7 +135,7 @@ if DISTILL is not None and FRONTIER is not None:
         threads: 2
         resources:
             mem_mb=16000,
-            runtime=240,
+            runtime=runtime_of("frontier"),
             gpu=config["gpus_per_job"],
         shell:
             "{PYSEDD} bench frontier --sedd {params.teacher} --gpt2 {params.gpt2} --judge {params.judge} "

@@ -8,13 +8,15 @@ def real_text_spec():
 
 
 rule prepare_real_text:
+    input:
+        stale_check=force_stale,
     output:
         manifest=f"{RESULTS}/data/real/{{name}}/manifest.json",
     params:
         corpus=lambda wc: canon(real_text_spec()),
         seq_len=config["seq_len"],
         tokenizer=config["tokenizer"],
-        code=CODE["data"],
+        code=CODE["prepare"],
         args=lambda wc: prepare_args(real_text_spec()),
     log:
         f"{RESULTS}/logs/data/real-{{name}}.log",
@@ -23,27 +25,28 @@ rule prepare_real_text:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=240,
+        runtime=runtime_of("prepare_real_text"),
     shell:
-        "{PYSEDD} prepare {params.args} --split-name test --tokenizer {params.tokenizer} --seq-len {params.seq_len} "
+        "{PYSEDD} prepare {params.args} --split-name test --tokenizer {params.tokenizer} --length {params.seq_len} "
         "--out $(dirname {output.manifest}) --force > {log} 2>&1"
 
 
 rule real_text_samples:
     """The first num_sequences blocks of the real text as a samples file (the format `pysedd sample` writes)."""
     input:
+        stale_check=force_stale,
         manifest=rules.prepare_real_text.output.manifest,
     output:
         f"{RESULTS}/samples/data/{{name}}.npz",
     params:
         n=lambda wc: config["real_text"]["num_sequences"],
-        code=CODE["data"],
+        code=CODE["real_text_samples"],
     log:
         f"{RESULTS}/logs/data/real-{{name}}-samples.log",
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=runtime_of("real_text_samples"),
     run:
         import numpy as np
         from pysedd.eval.common import load_token_blocks
@@ -61,6 +64,7 @@ rule real_text_samples:
 
 rule gen_ppl_real:
     input:
+        stale_check=force_stale,
         samples=rules.real_text_samples.output,
         judge=model_input(JUDGE),
     output:
@@ -70,7 +74,7 @@ rule gen_ppl_real:
         judge=judge_path(),
         options=canon(config["gen_ppl"]),
         args=flags(config["gen_ppl"]),
-        code=CODE["eval"],
+        code=CODE["gen_ppl"],
     log:
         f"{RESULTS}/logs/eval/gen-ppl/data-{{name}}.log",
     benchmark:
@@ -78,7 +82,7 @@ rule gen_ppl_real:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=runtime_of("gen_ppl"),
         gpu=config["gpus_per_job"],
     shell:
         "{PYSEDD} eval gen-ppl --samples {input.samples} --judge {params.judge} {params.args} "
