@@ -72,7 +72,7 @@ def _run_location(spec: str, run: Path) -> Location:
                             "exporting?); delete export/ to load the newest checkpoint instead")
         config = read_json(export / CONFIG_NAME)
         return Location(spec, "run-export", config_kind(config, str(export / CONFIG_NAME)), export, config)
-    from .train.checkpoint import list_checkpoints, verify
+    from .checkpoint import list_checkpoints, verify
 
     for ckpt in list_checkpoints(run / "checkpoints"):
         state = verify(ckpt)

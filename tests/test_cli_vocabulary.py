@@ -34,14 +34,23 @@ def parse(argv: list[str], capsys):
 def rendered_commands(workdir: Path, configfile: str) -> list[str]:
     """`snakemake -n -p`'s shell commands: the text every rule would run, with `$(dirname X)` evaluated."""
     (workdir / "resources").mkdir()
-    (workdir / "resources" / "webtext.test.jsonl").write_text('{"text": "x"}\n')
+    for name in ("webtext.test.jsonl", "openwebtext.txt", "ptb.test.txt", "lm1b.test.txt"):  # the local inputs
+        (workdir / "resources" / name).write_text('{"text": "x"}\n')
+    targets = ["all", "frontier"] if "distill" in yaml.safe_load((REPO / configfile).read_text()) else ["all"]
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "-n",
-                           "-p", "--forceall", "--configfile", str(REPO / configfile)],
+                           "-p", "--forceall", *targets, "--configfile", str(REPO / configfile)],
                           capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    commands = [line.split("Shell command: ", 1)[1] for line in proc.stdout.splitlines()
-                if line.startswith("Shell command: ")]
-    return [re.sub(r"\$\(dirname ([^)]+)\)", lambda m: os.path.dirname(m.group(1)), c) for c in commands if c != "None"]
+    commands, lines = [], proc.stdout.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Shell command: "):  # one line, or a script on the lines after it up to a blank line
+            block = [line.split("Shell command: ", 1)[1]]
+            while not block[0] and i + 1 < len(lines) and lines[i + 1].strip():
+                i += 1
+                block.append(lines[i])
+            script = re.sub(r"\\\n\s*", " ", "\n".join(block))
+            commands += [c for c in script.splitlines() if re.search(r"(^|\s)(pysedd|-m pysedd)\s", c)]
+    return [re.sub(r"\$\(dirname ([^)]+)\)", lambda m: os.path.dirname(m.group(1)), c) for c in commands]
 
 
 def train_argv(kind: str, options: dict) -> list[str]:
@@ -62,7 +71,8 @@ def test_every_rendered_command_parses_with_canonical_flags(tmp_path, configfile
     argvs = []
     for command in commands:
         words = shlex.split(command.split("&&")[0])
-        words = words[: words.index(">")] if ">" in words else words
+        ends = [i for i, w in enumerate(words) if w in (">", ">>", "||", "|")]
+        words = words[: ends[0]] if ends else words
         argvs.append(words[words.index("pysedd") + 1:])
     config = yaml.safe_load((REPO / configfile).read_text())
     trained = [train_argv(m["kind"], m["train"]) for m in config["models"].values() if "train" in m]

@@ -8,11 +8,11 @@ ROOT = Path(pysedd.__file__).parent
 
 # lowest first: a module may import modules of its own layer or of a lower one, never of a higher one
 LAYERS = [
-    {"errors", "config", "io", "hub", "tokenizer"},
+    {"errors", "config", "io", "checkpoint", "hub", "tokenizer", "defaults", "results", "paper"},
     {"ops"},
     {"graph", "noise", "model"},
     {"losses", "sampling", "likelihood", "data", "ar"},
-    {"train", "eval", "report"},
+    {"train", "eval", "report", "loader"},
     {"commands", "cli", "__main__"},
 ]
 

@@ -22,7 +22,7 @@ from pysedd.loader import detect_kind, load
 from pysedd.model import SEDD
 from pysedd.tokenizer import get_tokenizer
 from pysedd.train import TrainConfig, train
-from pysedd.train import checkpoint as ckpt
+from pysedd import checkpoint as ckpt
 
 SMALL = dict(hidden_size=32, cond_dim=16, n_blocks=1, n_heads=2)
 

@@ -20,7 +20,7 @@ from pysedd.data import open_corpus, prepare_corpus
 from pysedd.errors import UserError
 from pysedd.tokenizer import get_tokenizer
 from pysedd.train import EMA, EXIT_NONFINITE, EXIT_PREEMPTED, TrainConfig, Trainer, train
-from pysedd.train import checkpoint as ckpt
+from pysedd import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

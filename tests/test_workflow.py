@@ -300,35 +300,6 @@ def test_html_report_shows_tables_in_a_browser(finished_copy, tmp_path):
     assert pixels[0] < pixels[1] - 50, f"blank screenshot {pixels}"
 
 
-@pytest.mark.parametrize("configfile", ["config.yaml", "config/ci.yaml", "config/paper.yaml", "config/retrain-owt.yaml"])
-def test_every_rendered_command_parses(tmp_path, configfile):
-    """Every shell command the workflow renders for a shipped config is accepted by pysedd's own argument parser,
-    so no setting the schema allows can fail at job time as an unknown or malformed flag."""
-    import os
-    import re
-    import shlex
-
-    from pysedd.cli import build_parser
-
-    (tmp_path / "resources").mkdir()
-    (tmp_path / "resources" / "webtext.test.jsonl").write_text('{"text": "x"}\n')
-    out = snakemake(tmp_path, "-n", "-p", "--forceall", "--configfile", str(REPO / configfile)).stdout
-    commands = [line.split("Shell command: ", 1)[1] for line in out.splitlines() if line.startswith("Shell command: ")]
-    commands = [c for c in commands if c != "None"]  # run: blocks (training) render their command at job time
-    assert len(commands) > 5, out[-2000:]
-    parser = build_parser()
-    for command in commands:
-        command = command.split("&&")[0]
-        command = re.sub(r"\$\(dirname ([^)]+)\)", lambda m: os.path.dirname(m.group(1)), command)
-        words = shlex.split(command)
-        words = words[: words.index(">")] if ">" in words else words
-        argv = words[words.index("pysedd") + 1:]
-        try:
-            parser.parse_args(argv)
-        except SystemExit:
-            pytest.fail(f"pysedd rejects the rendered command: {command}")
-
-
 def test_prepare_offline_names_what_is_missing(tmp_path):
     """The login-node preparation's offline check (the hub is off in tests): the demo needs nothing; a config with
     an uncached hub model and a missing prompt file is refused, naming both."""

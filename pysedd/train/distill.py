@@ -50,7 +50,7 @@ def two_step_target(teacher: nn.Module, graph, noise, x_t: torch.Tensor, t: torc
     the sum over these rows an unbiased estimate of the sum over every position masked at t. ``x_mid`` (the state
     after step one) is drawn unless given (tests enumerate it).
     """
-    from pysedd.sampling import sample_categorical
+    from pysedd.ops import sample_categorical
 
     mask, n_tokens = graph.mask_index, graph.n_tokens
     t = t.double()

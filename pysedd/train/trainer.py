@@ -36,7 +36,7 @@ import torch.distributed as dist
 from pysedd.io import LOCK_NAME, DirLock, atomic_dir, atomic_write_text, remove_stale_temps
 from pysedd.data import PackedDataset
 from pysedd.errors import UserError
-from pysedd.train import checkpoint as ckpt
+from pysedd import checkpoint as ckpt
 from pysedd.train.config import TrainConfig
 from pysedd.train.ema import EMA
 from pysedd.train.models import build_objective
