@@ -1,4 +1,4 @@
-"""Build of the pysedd._C torch extension (kernels.md §3). Install with:
+"""Build of the pysedd._C torch extension (docs/kernels.md#build). Install with:
 
     pip install --no-build-isolation -e .        # MAX_JOBS=1 or 2 on small machines
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compile-only check of every csrc/cuda/*.cu with nvcc against the installed (possibly CPU-only) torch, so CUDA
-# code cannot rot on machines without a GPU (kernels.md §3.5). No link step: a CPU wheel has no libc10_cuda.
+# code cannot rot on machines without a GPU (docs/kernels.md#nvcc-check). No link step: a CPU wheel has no libc10_cuda.
 # Exits 0 with a message when nvcc is absent. Env: PYTHON (default python3), NVCC_ARCH (default 90).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # slurm-up.sh: a throw-away single-node SLURM on 127.0.0.1 (munge + slurmctld + slurmd, no slurmdbd), run as root.
-# Debian 12 / Slurm 22.05 (workflow.md §4). SMK_SLURM_ROOT: state dir (short path: the munge socket must stay under
-# 108 bytes); SMK_FAKE_GPU=1 adds one fake GPU (gres File=/dev/null) so gpu= rules can be scheduled.
+# Debian 12 / Slurm 22.05 (docs/workflow.md#throw-away-slurm). SMK_SLURM_ROOT: state dir (short path: the munge
+# socket must stay under 108 bytes); SMK_FAKE_GPU=1 adds one fake GPU (gres File=/dev/null) so gpu= rules can
+# be scheduled.
 set -euo pipefail
 ROOT=${SMK_SLURM_ROOT:-/run/smk-slurm}
 CONF=$ROOT/etc/slurm.conf

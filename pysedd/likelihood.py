@@ -1,5 +1,5 @@
-"""The SEDD likelihood bound: NELBO(x0) = int_0^1 sum_l sigma'(t) E_{x_t}[score entropy_l] dt (spec §11), estimated
-with K draws of t per sequence, and perplexity in both aggregation orders.
+"""The SEDD likelihood bound: NELBO(x0) = int_0^1 sum_l sigma'(t) E_{x_t}[score entropy_l] dt
+(docs/sedd.md#elbo), estimated with K draws of t per sequence, and perplexity in both aggregation orders.
 
 Conventions (pinned, recorded in every result):
 * t is drawn on [sampling_eps, 1] (the training clip, eps_s = 1e-3) and the K terms are averaged, as the reference code

@@ -59,7 +59,8 @@ def score_entropy_loss(
 
 
 def _fused_absorb_loss(model, graph, x0, perturbed, sigma, dsigma) -> torch.Tensor:
-    """sigma' * score entropy summed per sequence, from the masked rows' hidden states (kernels.md §6).
+    """sigma' * score entropy summed per sequence, from the masked rows' hidden states
+    (docs/kernels.md#fused-output-layer).
 
     Under scale_by_sigma, sigma' * l = (sigma'/e_sigma) * [(1/N) sum_y e^{raw_y} - raw_x0 + log N - 1] on the raw logits."""
     if not graph.absorb or not getattr(model, "scale_by_sigma", False):

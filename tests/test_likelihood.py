@@ -1,4 +1,5 @@
-"""The NELBO estimator against closed forms and quadrature on models whose likelihood is known (spec §11, §14 I9)."""
+"""The NELBO estimator against closed forms and quadrature on models whose likelihood is known
+(docs/sedd.md#elbo, docs/sedd.md#i9)."""
 import math
 
 import numpy as np

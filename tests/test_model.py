@@ -1,4 +1,4 @@
-"""The DDiT network, its checkpoints and config (spec §2-3, §14 I2, I3, I5, I13, I14)."""
+"""The DDiT network, its checkpoints and config (docs/sedd.md#network, invariants I2, I3, I5, I13, I14)."""
 import json
 import math
 

@@ -1,4 +1,5 @@
-"""Schedules and graphs against closed forms and brute-force matrix exponentials (spec §4-6, §14 I1, I4, I6, I7)."""
+"""Schedules and graphs against closed forms and brute-force matrix exponentials
+(docs/sedd.md, invariants I1, I4, I6, I7)."""
 import math
 
 import pytest

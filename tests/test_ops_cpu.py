@@ -82,7 +82,7 @@ def test_absorb_rows_without_mask_are_zero():
 
 
 def test_uniform_small_sigma_is_stable():
-    # fp32 phi-form near sigma = 1e-4 (the geometric schedule's start), against float64 (sedd-spec §13)
+    # fp32 phi-form near sigma = 1e-4 (the geometric schedule's start), against float64 (docs/sedd.md#numerics)
     s, xt, x0, sigma = make_inputs(False, 4, 8, 50, sigma_range=(1e-4, 1e-3))
     want, _ = reference64(s, xt, x0, sigma, False, torch.ones(4, 8))
     got = torch.ops.pysedd.score_entropy_fwd(s, xt, x0, sigma, 1)

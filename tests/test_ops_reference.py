@@ -54,7 +54,7 @@ def test_score_entropy_matches_definition(absorb, sigma):
 
 
 def test_absorb_invariants():
-    # normalised predictor: l = -log p_x0 / e_sigma (sedd-spec I4)
+    # normalised predictor: l = -log p_x0 / e_sigma (docs/sedd.md#i4)
     N, sigma = 6, 0.7
     p = torch.softmax(torch.randn(N, dtype=f64), 0)
     e = math.expm1(sigma)
@@ -71,7 +71,7 @@ def test_absorb_invariants():
 
 
 def test_uniform_zero_at_true_ratios_small_sigma():
-    # phi-form stays exact where the closed form cancels (sedd-spec §13): DSE = 0 at s = log r in fp32
+    # phi-form stays exact where the closed form cancels (docs/sedd.md#numerics): DSE = 0 at s = log r in fp32
     N, sigma = 50, 1e-4
     e = math.expm1(sigma)
     for x, x0 in [(3, 3), (3, 7)]:
@@ -120,7 +120,7 @@ def test_reverse_weights_match_matrices(absorb, predictor):
 
 
 def test_euler_equals_analytic_for_absorb_loglinear():
-    # dt * sigma'(t) = expm1(sigma(t) - sigma(t - dt)) for loglinear (sedd-spec §13)
+    # dt * sigma'(t) = expm1(sigma(t) - sigma(t - dt)) for loglinear (docs/sedd.md#numerics)
     eps, t, dt = 1e-3, 0.6, 0.01
     sig = lambda u: -math.log1p(-(1 - eps) * u)  # noqa: E731
     h = dt * (1 - eps) / (1 - (1 - eps) * t)

@@ -1,5 +1,5 @@
 """Samplers against exact distributions (oracle scores of a factorised distribution), conditioning, exact NFE counts of
-the first-hitting sampler, the cache, reproducibility and input errors (spec §9, §10, §14 I10, I11)."""
+the first-hitting sampler, the cache, reproducibility and input errors (docs/sedd.md, invariants I10, I11)."""
 import math
 
 import pytest

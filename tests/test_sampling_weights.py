@@ -63,7 +63,8 @@ def test_analytic_weights_are_the_exact_posterior(graph, noise):
 
 
 def test_absorb_euler_equals_analytic_under_loglinear():
-    """dt sigma'(t) = e^{sigma(t) - sigma(t - dt)} - 1 exactly: the two predictors give identical weights (§13)."""
+    """dt sigma'(t) = e^{sigma(t) - sigma(t - dt)} - 1 exactly: the two predictors give identical weights
+    (docs/sedd.md#numerics)."""
     g, noise = Absorbing(7), LogLinear()
     torch.manual_seed(0)
     score = torch.rand(2, 6, 8, dtype=torch.float64) * 3

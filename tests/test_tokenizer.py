@@ -4,7 +4,7 @@ import pytest
 from pysedd.errors import UserError
 from pysedd.tokenizer import EOS_ID, VOCAB_SIZE, get_tokenizer
 
-# ids from OpenAI's GPT-2 tokenizer (evaluation-protocols.md §8; "<|endoftext|>" is 50256)
+# ids from OpenAI's GPT-2 tokenizer (docs/evaluation-protocol.md#offline-data; "<|endoftext|>" is 50256)
 KNOWN = {
     "Hello world": [15496, 995],
     " The quick brown fox jumps over the lazy dog.": [383, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13],

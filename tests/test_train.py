@@ -63,7 +63,7 @@ def losses(out):
             if "loss" in r]
 
 
-# ---- EMA (invariant I12) -------------------------------------------------------------------------------------------
+# ---- EMA (docs/sedd.md#i12) ----------------------------------------------------------------------------------------
 
 def test_ema_decay_and_values_match_the_formula():
     p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))

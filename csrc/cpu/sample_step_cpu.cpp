@@ -1,7 +1,7 @@
 // Reverse step on CPU. Per row, one streaming pass draws from the exponential race
 // argmin_y E_y / w_y (E ~ Exp(1) in fp64) using exponential jumps: the weights' running sum decides
 // which element next beats the current best, so only ~log(V) fp64 uniforms are drawn per row and
-// the pass costs about one vectorised exp over the row (kernels.md §5; sedd-spec.md §9).
+// the pass costs about one vectorised exp over the row (docs/kernels.md#reverse-step; docs/sedd.md#reverse-step).
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <algorithm>

@@ -109,7 +109,7 @@ void score_entropy_cpu(const ScoreEntropyParams& p) {
   });
 }
 
-// Fused-output-layer helper (absorb, raw logits under scale_by_sigma, kernels.md §5/§6):
+// Fused-output-layer helper (absorb, raw logits under scale_by_sigma, docs/kernels.md#fused-output-layer):
 // bracket = (1/N) sum_{y != x0, y < N} e^{raw_y} + phi(raw_x0 - log N); gradient in place.
 void absorb_raw_cpu(const AbsorbRawParams& p) {
   const int64_t V = p.V, N = p.n_real;

@@ -18,7 +18,7 @@ EXAMPLES = """examples:
   pysedd eval zero-shot --model louaaron/sedd-small --out zs-sedd.json --table zs-sedd.md
   pysedd eval zero-shot --model gpt2 --datasets wikitext2 ptb \\
       --data-file wikitext2=../shared/data/wikitext-2-raw/wiki.test.raw --data-file ptb=../shared/data/ptb/ptb.test.txt --out zs.json
-  pysedd eval lm-eval --model louaaron/sedd-small --n-samples 1024 --local-data ../shared/data --out lm.json
+  pysedd eval lm-eval --model louaaron/sedd-small --mc-samples 1024 --local-data ../shared/data --out lm.json
   pysedd eval gen-ppl --samples sedd-T128.npz gpt2.npz --judge gpt2-large --out genppl.json --table genppl.md
   pysedd eval diversity --samples sedd-T128.npz --reference data/owt --out div.json
   pysedd eval mauve --model louaaron/sedd-small --canvas 1024 --prompts ../shared/data/webtext/webtext.test.jsonl --out mauve.json

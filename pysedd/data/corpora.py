@@ -27,7 +27,7 @@ from pysedd.io import require_file, sha256_file
 
 @dataclass(frozen=True)
 class HubCorpus:
-    """Where a named corpus lives on the hub and how its rows look (evaluation-protocols.md §1.1)."""
+    """Where a named corpus lives on the hub and how its rows look (docs/evaluation-protocol.md#datasets)."""
 
     hub_id: str
     config: str | None

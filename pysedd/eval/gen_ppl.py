@@ -2,7 +2,7 @@
 the number (low-entropy, repetitive text gets a low perplexity).
 
 The judge scores the raw sampled ids (no retokenisation) except in mode (c). Aggregation modes
-(evaluation-protocols.md §3):
+(docs/evaluation-protocol.md#generative-perplexity):
   (a) exp-then-mean: mean over samples of exp(per-sample mean NLL of tokens 2..L)         [SEDD run_train.py]
   (b) mean-then-exp: exp(mean over samples of the per-sample mean NLL)         (default)  [SDTT]
   (c) token-weighted: decode, retokenise for the judge, truncate to its context; corpus mean NLL over tokens up to

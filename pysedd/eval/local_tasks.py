@@ -1,9 +1,10 @@
 """The paper's lm-eval tasks over local data files, so the suite runs without the hub.
 
 Each local task is a YAML that `include`s lm-eval's own built-in task by absolute path and swaps only the data source
-(evaluation-protocols.md §2.2, recipe A): prompts, choices, metrics and preprocessing stay lm-eval's. Offline copies that
-come in another format (HellaSwag as .txt.bz2, ARC and WinoGrande in MosaicML's format, PIQA as jsonl + a labels file)
-are converted at run time into the fields each built-in reads, in a cache directory (never in the repository).
+(docs/evaluation-protocol.md#offline-tasks): prompts, choices, metrics and preprocessing stay lm-eval's. Offline
+copies that come in another format (HellaSwag as .txt.bz2, ARC and WinoGrande in MosaicML's format, PIQA as jsonl +
+a labels file) are converted at run time into the fields each built-in reads, in a cache directory (never in the
+repository).
 """
 from __future__ import annotations
 

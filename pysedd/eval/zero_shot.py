@@ -5,7 +5,8 @@ Each row is detokenised, GPT-2-tokenised and followed by one EOS; rows are conca
 Monte-Carlo NELBO (an upper bound on the NLL, so its perplexity is marked ≤); GPT-2 scores the same chunks exactly.
 GPT-2's first token has no context: by default ("skip") each chunk's tokens 2..L are scored (L−1 per chunk); with
 "eos" the chunks hold L−1 tokens and EOS is prepended as the first token's context.
-Both aggregation orders are reported (evaluation-protocols.md §1.3): mean-then-exp (primary) and exp-then-mean.
+Both aggregation orders are reported (docs/evaluation-protocol.md#scoring-and-aggregation):
+mean-then-exp (primary) and exp-then-mean.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Fused output layer + absorb score entropy (kernels.md §6, after Liger-Kernel's fused linear cross entropy).
+"""Fused output layer + absorb score entropy (docs/kernels.md#fused-output-layer, after Liger-Kernel's
+fused linear cross entropy).
 
 Only the masked rows' final hidden states come in. Rows are processed in chunks: logits = h_c W^T + b, then one
 pass turns them in place into their gradient while summing the loss, and the grads of h, W and b are
@@ -76,8 +77,8 @@ def fused_absorb_loss(h, weight, bias, x0, row_weight, *, n_real, chunk_size=Non
 
     h [n, D]: final hidden states of the masked rows only; weight [V, D], bias [V] (V = n_real + 1, the MASK
     column is ignored); x0 [n] clean tokens; row_weight [n], e.g. sigma'/e_sigma / batch. Under scale_by_sigma
-    this is sum_i row_weight[i] * e_sigma * score_entropy_i (sedd-spec §6). return_rows=True also returns the
-    per-row weighted losses [n] (values only; the gradient flows through the scalar)."""
+    this is sum_i row_weight[i] * e_sigma * score_entropy_i (docs/sedd.md#score-entropy). return_rows=True also
+    returns the per-row weighted losses [n] (values only; the gradient flows through the scalar)."""
     if h.dim() != 2 or weight.dim() != 2 or h.shape[1] != weight.shape[1]:
         raise ValueError(f"h must be [n, D] and weight [V, D], got {tuple(h.shape)} and {tuple(weight.shape)}")
     if bias.shape != weight.shape[:1]:

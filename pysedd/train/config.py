@@ -188,8 +188,8 @@ def read_options(path: str | Path) -> dict:
     return {**preset_options(d.pop("preset")), **d} if "preset" in d else d
 
 
-# The paper's recipe (sedd-spec.md §8): global batch 512 × 1024 tokens, AdamW 3e-4, 2500 warm-up steps, constant lr,
-# EMA 0.9999, clip 1.0. "cpu-tiny" is for laptops and smoke tests.
+# The paper's recipe (docs/sedd.md#training-recipe): global batch 512 × 1024 tokens, AdamW 3e-4,
+# 2500 warm-up steps, constant lr, EMA 0.9999, clip 1.0. "cpu-tiny" is for laptops and smoke tests.
 PRESETS: dict[str, dict] = {
     "paper-small": dict(size="small", batch_size=512, steps=1_300_001, warmup_steps=2500, log_every=50,
                         eval_every=100, ckpt_every=10_000),

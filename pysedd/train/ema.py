@@ -1,7 +1,7 @@
 """Exponential moving average of the trainable parameters, with SEDD's warm-up of the decay.
 
 decay_n = min(decay, (1 + n) / (10 + n)) where n counts updates (1 at the first one), and
-shadow ← shadow − (1 − decay_n)·(shadow − param) (sedd-spec.md §8, invariant I12).
+shadow ← shadow − (1 − decay_n)·(shadow − param) (docs/sedd.md#training-recipe, docs/sedd.md#i12).
 """
 from __future__ import annotations
 

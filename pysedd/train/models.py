@@ -14,7 +14,7 @@ from pysedd.errors import UserError
 
 
 class SEDDObjective(nn.Module):
-    """Denoising score entropy (sedd-spec.md §7): loss_b = Σ_l σ'(t_b)·ℓ_{b,l}, t ~ U per sequence."""
+    """Denoising score entropy (docs/sedd.md#dse-loss): loss_b = Σ_l σ'(t_b)·ℓ_{b,l}, t ~ U per sequence."""
 
     def __init__(self, model, graph, noise, fused: bool = True):
         super().__init__()

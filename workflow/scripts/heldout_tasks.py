@@ -1,5 +1,6 @@
-"""Local lm-eval task data cut from held-out text, in the field layout of each built-in task (evaluation-protocols.md
-§2), so `pysedd eval lm-eval` can run the paper's tasks offline by swapping only the data source.
+"""Local lm-eval task data cut from held-out text, in the field layout of each built-in task
+(docs/evaluation-protocol.md#lm-eval-tasks), so `pysedd eval lm-eval` can run the paper's tasks offline by
+swapping only the data source.
 
 Each item is built from one held-out document (a decoded validation block): the true continuation is the right
 answer, continuations of other documents are the distractors. Deterministic given the seed.

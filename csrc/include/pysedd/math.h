@@ -1,5 +1,6 @@
 // Scalar helpers shared by the CPU and CUDA kernels (host + device).
-// Formulas: kernels.md §5, sedd-spec.md §6/§9.  All per-row constants are formed in double.
+// Formulas: docs/kernels.md#kernel-maths, docs/sedd.md#score-entropy, docs/sedd.md#reverse-step.
+// All per-row constants are formed in double.
 #pragma once
 #include <c10/macros/Macros.h>
 #include <cmath>
