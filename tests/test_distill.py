@@ -9,7 +9,6 @@ import torch.nn as nn
 
 from pysedd.graph import Absorbing
 from pysedd.noise import LogLinear
-from pysedd.sampling.weights import analytic_probs
 from pysedd.train.distill import DIVERGENCES, DistillObjective, two_step_target
 
 N, L = 3, 3  # real tokens, positions: small enough to enumerate every intermediate state
@@ -42,7 +41,9 @@ class ContextOracle(nn.Module):
 
 def step_probs(model, graph, noise, x, t, dt):
     """The sampler's analytic step (staggered score x transposed transition), normalised: [B, L, N + 1]."""
-    probs = analytic_probs(graph, noise, model(x, noise.total_noise(t)).exp(), x, t, dt)
+    dsigma = noise.total_noise(t) - noise.total_noise((t - dt).clamp_min(0.0))  # Tweedie tau-leaping over [t - dt, t]
+    score = model(x, noise.total_noise(t)).exp()
+    probs = graph.staggered_score(score, dsigma[:, None]) * graph.transp_transition(x, dsigma[:, None])
     return probs / probs.sum(-1, keepdim=True)
 
 
