@@ -33,9 +33,9 @@ def parse(argv: list[str], capsys):
 
 def rendered_commands(workdir: Path, configfile: str) -> list[str]:
     """`snakemake -n -p`'s shell commands: the text every rule would run, with `$(dirname X)` evaluated."""
-    (workdir / "resources").mkdir()
-    for name in ("webtext.test.jsonl", "openwebtext.txt", "ptb.test.txt", "lm1b.test.txt"):  # the local inputs
-        (workdir / "resources" / name).write_text('{"text": "x"}\n')
+    from test_workflow import make_local_inputs
+
+    make_local_inputs(workdir)
     targets = ["all", "frontier"] if "distill" in yaml.safe_load((REPO / configfile).read_text()) else ["all"]
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "-n",
                            "-p", "--forceall", *targets, "--configfile", str(REPO / configfile)],

@@ -237,7 +237,7 @@ def test_eval_bad_numbers_and_names_give_one_line(args, message, tiny_gpt2_dir, 
     path = tmp_path / "samples.npz"
     np.savez(path, samples=np.array([tokenizer.encode(TEXT)[:16]], dtype=np.int64))
     where = {"gen-ppl": ["--samples", str(path), "--judge", str(tiny_gpt2_dir)], "diversity": ["--samples", str(path)],
-             "zero-shot": ["--model", str(tiny_gpt2_dir), "--seq-len", "100000"]}[args[0]]
+             "zero-shot": ["--model", str(tiny_gpt2_dir), "--length", "100000"]}[args[0]]
     out = tmp_path / "out.json"
     assert main(["eval", *args, *where, "--out", str(out), "--quiet", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -389,7 +389,7 @@ def test_zero_shot_cli_on_offline_copies(shared_data, tiny_gpt2_dir, tmp_path, c
     argv = ["eval", "zero-shot", "--model", str(tiny_gpt2_dir), "--datasets", "lambada", "wikitext2",
             "--data-file", f"lambada={shared_data / 'lambada/lambada_test.jsonl'}",
             "--data-file", f"wikitext2={shared_data / 'wikitext-2-raw/wiki.test.raw'}",
-            "--seq-len", "64", "--limit", "3", "--out", str(out), "--table", str(table), "--quiet"]
+            "--length", "64", "--limit", "3", "--out", str(out), "--table", str(table), "--quiet"]
     assert main(argv) == 0
     result = json.loads(out.read_text())
     assert result["settings"]["ar_first_token"] == "skip" and "tokens 2..64" in result["scoring"]
@@ -455,7 +455,7 @@ def test_prepared_directory_for_zero_shot_and_diversity(tiny_gpt2_dir, tmp_path,
     text = tmp_path / "heldout.txt"
     text.write_text(TEXT * 8)
     data = tmp_path / "data"
-    assert main(["prepare", "--path", str(text), "--out", str(data), "--seq-len", "32", "--val-fraction", "0.5"]) == 0
+    assert main(["prepare", "--path", str(text), "--out", str(data), "--length", "32", "--val-fraction", "0.5"]) == 0
     out = tmp_path / "zs.json"
     assert main(["eval", "zero-shot", "--model", str(tiny_gpt2_dir), "--data", str(data), "--split", "validation",
                  "--dataset-name", "heldout", "--out", str(out), "--quiet"]) == 0

@@ -62,8 +62,9 @@ def test_workflow_target_frontier(tmp_path, configfile, expected):
     """`snakemake frontier` plans the teacher/baseline/judge (trained or by hub id), one distillation job and the
     frontier; the paper config tokenises its own distillation corpus and trains nothing."""
     pytest.importorskip("snakemake")
-    from test_workflow import REPO, planned_jobs
+    from test_workflow import REPO, make_local_inputs, planned_jobs
 
+    make_local_inputs(tmp_path)
     jobs = planned_jobs(tmp_path, "--configfile", str(REPO / configfile), "--", "frontier")
     assert {rule: jobs.get(rule) for rule in expected} == expected
     assert "frontier" not in planned_jobs(tmp_path, "--configfile", str(REPO / configfile))  # not part of `all`

@@ -47,7 +47,7 @@ def fake_results(root: Path, config: dict, window: int = 100) -> None:
                 _write(root, cell.path, ev, [records.GenPPL("s", v, "b", records.Stat(5.5, 0.2))])
             elif ev == "diversity":
                 _write(root, cell.path, ev, [records.Diversity("s", records.Stat(0.6, 0.05), records.Stat(5.5, 0.2),
-                                                               records.Stat(0.03, 0.02), records.Stat(0.3, 0.02), window, 3)])
+                                                               records.Stat(0.3, 0.02), records.Stat(0.39, 0.04), window, 3)])
             elif ev == "mauve":
                 _write(root, cell.path, ev, [records.Mauve("s", "x", records.Stat(0.9, 0.01), 30.0)])
             elif ev == "latency" and col.metric == "latency":
@@ -212,4 +212,4 @@ def test_diversity_with_window_50_reaches_the_report(tmp_path):
     entry = records.read_one(out, "diversity")
     assert entry.window == 50
     brute = [sum(x[i] in x[max(0, i - 50):i] for i in range(1, len(x))) / (len(x) - 1) for x in samples.tolist()]
-    assert entry.repetition.mean == pytest.approx(np.mean(brute))
+    assert entry.repetition_literal.mean == pytest.approx(np.mean(brute)) and entry.ngram == 3

@@ -45,6 +45,14 @@ def planned_jobs(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile"
     return jobs
 
 
+def make_local_inputs(workdir: Path) -> None:
+    """Stand-ins for the local files the shipped configs name (paper.yaml's WebText prompts and corpora), which the
+    workflow checks for before any job starts."""
+    (workdir / "resources").mkdir(exist_ok=True)
+    for name in ("webtext.test.jsonl", "openwebtext.txt", "ptb.test.txt", "lm1b.test.txt"):
+        (workdir / "resources" / name).write_text('{"text": "x"}\n')
+
+
 def write_config(path: Path, edit) -> Path:
     import yaml
 
@@ -63,9 +71,7 @@ def write_config(path: Path, edit) -> Path:
     ("config/retrain-owt.yaml", {"prepare_train": 1, "train": 2, "zero_shot": 12, "sample": 5}),
 ])
 def test_dry_run_of_every_config(tmp_path, configfile, expected):
-    (tmp_path / "resources").mkdir()
-    for name in ("webtext.test.jsonl", "openwebtext.txt", "ptb.test.txt", "lm1b.test.txt"):  # the local inputs
-        (tmp_path / "resources" / name).write_text('{"text": "x"}\n')
+    make_local_inputs(tmp_path)
     jobs = planned_jobs(tmp_path, "--configfile", str(REPO / configfile))
     for rule, count in expected.items():
         assert jobs.get(rule) == count, (rule, jobs)

@@ -102,8 +102,14 @@ def judge_scores(judge, samples: torch.Tensor, batch: int) -> dict:
 def run_frontier(args: argparse.Namespace) -> int:
     from ..ar import ar_sample
     from ..io import atomic_write_text
+    from ..loader import load, pick_device
     from ..sampling import fhs_sample, pc_sample
-    from .sample import device_name, load_gpt2, load_sedd, pick_device
+    from .sample import device_name
+
+    def load_sedd(spec):
+        lm = load(spec, "sedd", device, length=L)
+        lm.check_length(L, "--length")
+        return lm.model, lm.graph, lm.noise
 
     check(args)
     students = [student_spec(s) for s in args.students]
@@ -111,7 +117,7 @@ def run_frontier(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     n, L, B = args.num_samples, args.length, args.batch_size
-    judge = load_gpt2(args.judge, device)
+    judge = load(args.judge, "gpt2", device).model
     rows = []
 
     def point(family, label, model_name, draw, **info):
@@ -125,7 +131,7 @@ def run_frontier(args: argparse.Namespace) -> int:
     def seeded(i):
         return torch.Generator(device).manual_seed(args.seed * 1_000_003 + i + 1)
 
-    model, graph, noise = load_sedd(args.sedd, device, L)
+    model, graph, noise = load_sedd(args.sedd)
     for steps in args.steps:
         point("SEDD analytic", f"T={steps}", args.sedd, lambda b, i, steps=steps: pc_sample(
             model, graph, noise, b, L, steps, "analytic", generator=seeded(i)), steps=steps)
@@ -134,14 +140,16 @@ def run_frontier(args: argparse.Namespace) -> int:
             model, graph, noise, b, L, tokens_per_call=k, generator=seeded(i)), tokens_per_call=k)
     del model
     for path, steps in students:
-        student, sgraph, snoise = load_sedd(path, device, L)
+        student, sgraph, snoise = load_sedd(path)
         point("SEDD distilled", f"T={steps}", path, lambda b, i: pc_sample(
             student, sgraph, snoise, b, L, steps, "analytic", generator=seeded(i)), steps=steps)
         del student
     gpt2 = None
     if args.gpt2 and args.gpt2.lower() != "none":
         dtype = torch.bfloat16 if device.type == "cuda" else None  # the latency protocol's bf16 on GPU
-        ar = load_gpt2(args.gpt2, device, n_positions=max(1024, L + 1), dtype=dtype)
+        lm = load(args.gpt2, "gpt2", device, dtype, length=max(1024, L + 1))
+        lm.check_length(L, "--length")
+        ar = lm.model
         for top_p in [None, *args.top_p]:
             point("GPT-2", "ancestral" if top_p is None else f"top-p {top_p}", args.gpt2,
                   lambda b, i, top_p=top_p: ar_sample(ar, b, L, top_k=0, top_p=top_p, seed=args.seed * 1_000_003 + i + 1),
