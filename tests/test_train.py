@@ -85,7 +85,8 @@ def test_ema_decay_and_values_match_the_formula():
 KILL_SCRIPT = """
 import os, signal, sys, torch
 torch.set_num_threads(1)
-from pysedd.train import TrainConfig, Trainer, checkpoint
+from pysedd import checkpoint
+from pysedd.train import TrainConfig, Trainer
 cfg = TrainConfig(**{options!r})
 where, at = {where!r}, {at!r}
 if where == "step":  # inside a training step, after the first micro-batch's backward

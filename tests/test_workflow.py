@@ -201,9 +201,10 @@ def test_rerun_only_what_changed(finished_copy, tmp_path):
     # training-only kernels glue: nothing runs it but training
     ("pysedd/ops/fused.py", "\nimport", "\nSENTINEL = 1\nimport", {}),
     # the compiled kernels' sources: everything that loads the extension
+    # (zero-shot too: SEDD's ELBO goes through the score-entropy kernel)
     ("csrc/ops_registration.cpp", "\n", "\nstatic int sentinel = 1;\n",
-     {"sample": 4, "sample_conditional": 3, "gen_ppl": 4, "diversity": 4, "mauve": 3, "latency": 1, "report": 1,
-      "lm_eval": 2, "all": 1}),
+     {"sample": 4, "sample_conditional": 3, "gen_ppl": 4, "diversity": 4, "diversity_data": 1, "mauve": 3,
+      "latency": 1, "report": 1, "zero_shot": 2, "lm_eval": 2, "all": 1}),
     # the one model loader: every stage that loads a network (not data, training or the report's own code)
     ("pysedd/loader.py", "def _load_sedd(location: Location, revision: str | None) -> LoadedModel:\n",
      "def _load_sedd(location: Location, revision: str | None) -> LoadedModel:\n    SENTINEL = 1\n",

@@ -239,7 +239,7 @@ def _build(corpus, out: Path, tokenizer, request: dict, seq_len: int, val_fracti
            batch_rows: int, force: bool, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
-    import pysedd
+    from pysedd import __version__
 
     existing = read_manifest(out)
     if existing is not None and not force and existing.get("request") == request:
@@ -295,7 +295,7 @@ def _build(corpus, out: Path, tokenizer, request: dict, seq_len: int, val_fracti
                              "page_bytes": PAGE_BYTES, "pages_sha256": pages}
     manifest = {
         "format": FORMAT,
-        "pysedd_version": pysedd.__version__,
+        "pysedd_version": __version__,
         "request": request,
         "seq_len": seq_len,
         "dtype": "uint16",

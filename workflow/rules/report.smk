@@ -9,12 +9,26 @@ CAPTIONS = {"table1": "table1-zero-shot", "table2": "table2-lm-eval", "table3": 
             "table4": "table4-diversity", "table5": "mauve", "table6": "mauve", "table7": "latency"}
 
 
+# settings that decide where and how fast jobs run, never a number in the report: changing them leaves it as it is
+OPERATIONAL_KEYS = ("pysedd", "runtime", "cpus_per_gpu", "gpus_per_job", "protect_models")
+
+
+def report_config():
+    """The resolved config less the operational settings and the training cadence (train.smk's CADENCE_OPTIONS)."""
+    resolved = {k: v for k, v in config.items() if k not in OPERATIONAL_KEYS}
+    resolved["models"] = {
+        name: {**m, **({"train": trajectory_options(name)} if "train" in m else {})} for name, m in MODELS.items()
+    }
+    return canon(resolved)
+
+
 rule config_record:
-    """results/config.json: the config as the workflow resolved it (defaults filled in), which the report plans from."""
+    """results/config.json: the config as the workflow resolved it (defaults filled in) less what cannot change a
+    result, which the report plans from."""
     output:
         f"{RESULTS}/config.json",
     params:
-        config=canon(config),
+        config=report_config(),
     log:
         f"{RESULTS}/logs/config-record.log",
     benchmark:
