@@ -19,7 +19,6 @@ Result files, relative to the results directory (the workflow writes these):
 from __future__ import annotations
 
 import html
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

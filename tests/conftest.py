@@ -23,3 +23,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (set PYSEDD_SHARED_DIR)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """The demo corpus tokenised into 16-token blocks (one copy per test module, which may damage it)."""
+    from pysedd.data import open_corpus, prepare_corpus
+    from pysedd.tokenizer import get_tokenizer
+
+    out = tmp_path_factory.mktemp("demo16")
+    prepare_corpus(open_corpus("demo"), out, get_tokenizer(), seq_len=16, val_fraction=0.01, progress=False)
+    return out

@@ -141,3 +141,37 @@ class PairDenoiserAbsorb(nn.Module):
 def random_factorised(L: int, N: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.softmax(1.5 * torch.randn(L, N, generator=g, dtype=torch.float64), -1)
+
+
+def binned_chisquare_pvalue(counts, p, n, min_expected=20.0):
+    """Chi-square p-value of counts against n * p, with the cells expecting fewer than min_expected merged."""
+    from scipy.stats import chisquare
+
+    expected = p * n
+    big = expected >= min_expected
+    cells = torch.cat([counts[big], counts[~big].sum()[None]])
+    want = torch.cat([expected[big], expected[~big].sum()[None]])
+    return chisquare(cells.numpy(), want.numpy()).pvalue
+
+
+def realistic_step_case(absorb: bool, predictor: str, V: int = 1537):
+    """One reverse step at a realistic vocabulary: log-scores s [1, 1, V] with a Zipf-like head and a long tail, the
+    state x [1, 1], coef [1] (float64), the exact law p of the next token (the weights of the PyTorch statement,
+    normalised) and N, the number of real tokens. About half the Euler draws move."""
+    from pysedd.ops import reference as R
+
+    N = V - 1 if absorb else V
+    g = torch.Generator().manual_seed(12)
+    s = (-0.7 * torch.log(torch.arange(1, V + 1, dtype=torch.float64))
+         + 0.3 * torch.randn(V, generator=g, dtype=torch.float64)).float()
+    x = torch.tensor([[N if absorb else 3]])
+    s[x[0, 0]] = 0.0
+    total = s[:N].double().exp().sum().item()
+    if predictor == "euler":
+        coef = 0.5 / total if absorb else 0.5 * V / total
+    else:
+        coef = math.log1p(0.5 / total) if absorb else 8.0
+    coef = torch.tensor([coef], dtype=torch.float64)
+    s = s[None, None]
+    p = R.reverse_weights(s.double(), x, coef, predictor, absorb)[0, 0].clamp_min(0)
+    return s, x, coef, p / p.sum(), N

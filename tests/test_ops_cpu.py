@@ -11,6 +11,8 @@ import pysedd.ops as ops
 from pysedd.graph import Absorbing, Uniform
 from pysedd.ops import reference as R
 
+from oracles import binned_chisquare_pvalue, realistic_step_case
+
 pytestmark = pytest.mark.skipif(not ops.HAS_EXT, reason="pysedd._C is not built")
 f64 = torch.float64
 PRED = ops.PREDICTOR_CODES
@@ -192,35 +194,15 @@ def test_reverse_step_frequencies(absorb, predictor):
     assert chisquare(counts[keep].numpy(), (p[keep] * n).numpy()).pvalue > 1e-4
 
 
-def binned_chisquare_pvalue(counts, p, n, min_expected=20.0):
-    """Chi-square p-value of counts against n * p, with the cells expecting fewer than min_expected merged."""
-    expected = p * n
-    big = expected >= min_expected
-    cells = torch.cat([counts[big], counts[~big].sum()[None]])
-    want = torch.cat([expected[big], expected[~big].sum()[None]])
-    return chisquare(cells.numpy(), want.numpy()).pvalue
-
 
 @pytest.mark.parametrize("absorb,predictor", [(True, "euler"), (True, "analytic"), (True, "denoise"),
                                               (False, "euler"), (False, "analytic")])
 def test_reverse_step_law_at_a_realistic_vocabulary(absorb, predictor):
     """V = 1537 (twelve 128-wide blocks and a ragged one): a Zipf-like head and a long tail make the kernel's
     block skip fire on most blocks; its draws must still follow the weights (chi-square, tail cells merged)."""
-    V, n = 1537, 6000
-    N = V - 1 if absorb else V
-    g = torch.Generator().manual_seed(12)
-    s = (-0.7 * torch.log(torch.arange(1, V + 1, dtype=f64)) + 0.3 * torch.randn(V, generator=g, dtype=f64)).float()
-    x = torch.tensor([[N if absorb else 3]])
-    s[x[0, 0]] = 0.0
-    total = s[:N].double().exp().sum().item()
-    if predictor == "euler":  # about half the draws move
-        coef = 0.5 / total if absorb else 0.5 * V / total
-    else:
-        coef = math.log1p(0.5 / total) if absorb else 8.0
-    coef = torch.tensor([coef], dtype=f64)
-    s = s[None, None]
-    w = R.reverse_weights(s.double(), x, coef, predictor, absorb)[0, 0].clamp_min(0)
-    p = w / w.sum()
+    n = 6000
+    s, x, coef, p, N = realistic_step_case(absorb, predictor)
+    V = s.shape[-1]
     draws = torch.ops.pysedd.reverse_step(s.expand(n, 1, V).contiguous(), x.expand(n, 1).contiguous(),
                                           coef.expand(n).contiguous(), None, int(not absorb), PRED[predictor], 77, 2)
     counts = torch.bincount(draws.flatten(), minlength=V)[: p.numel()].double()

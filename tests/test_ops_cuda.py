@@ -8,6 +8,8 @@ from scipy.stats import chisquare
 import pysedd.ops as ops
 from pysedd.ops import reference as R
 
+from oracles import binned_chisquare_pvalue, realistic_step_case
+
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and "cuda" in ops.KERNEL_DEVICES),
                                 reason="needs a GPU and pysedd._C built with CUDA")
 f64 = torch.float64
@@ -78,31 +80,15 @@ def test_reverse_step_frequencies_cuda(absorb, predictor):
 def test_reverse_step_law_at_a_realistic_vocabulary_cuda(absorb, predictor):
     """V = 1537 (six 256-wide passes of the block reduction and a ragged one), a Zipf-like head and a long tail:
     chi-square of the draws against the weights (cells expecting < 20 merged) and the mass past the first 256."""
-    V, n = 1537, 20000
-    N = V - 1 if absorb else V
-    g = torch.Generator().manual_seed(12)
-    s = (-0.7 * torch.log(torch.arange(1, V + 1, dtype=f64)) + 0.3 * torch.randn(V, generator=g, dtype=f64)).float()
-    x = torch.tensor([[N if absorb else 3]])
-    s[x[0, 0]] = 0.0
-    total = s[:N].double().exp().sum().item()
-    if predictor == "euler":
-        coef = 0.5 / total if absorb else 0.5 * V / total
-    else:
-        coef = math.log1p(0.5 / total) if absorb else 8.0
-    coef = torch.tensor([coef], dtype=f64)
-    s = s[None, None]
-    p = R.reverse_weights(s.double(), x, coef, predictor, absorb)[0, 0].clamp_min(0)
-    p = p / p.sum()
+    n = 20000
+    s, x, coef, p, N = realistic_step_case(absorb, predictor)
+    V = s.shape[-1]
     draws = torch.ops.pysedd.reverse_step(s.expand(n, 1, V).contiguous().cuda(), x.expand(n, 1).contiguous().cuda(),
                                           coef.expand(n).contiguous().cuda(), None, int(not absorb),
                                           ops.PREDICTOR_CODES[predictor], 77, 2).cpu()
     counts = torch.bincount(draws.flatten(), minlength=V)[: p.numel()].double()
     assert counts[p == 0].sum() == 0
-    expected = p * n
-    big = expected >= 20
-    cells = torch.cat([counts[big], counts[~big].sum()[None]])
-    want = torch.cat([expected[big], expected[~big].sum()[None]])
-    assert chisquare(cells.numpy(), want.numpy()).pvalue > 1e-4
+    assert binned_chisquare_pvalue(counts, p, n) > 1e-4
     tail, got = p[256:N].sum().item(), counts[256:N].sum().item() / n
     assert tail > 0.1 and abs(got - tail) < 4 * math.sqrt(tail * (1 - tail) / n)
 

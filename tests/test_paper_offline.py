@@ -36,6 +36,7 @@ def build_hub_cache(cache: Path) -> None:
 
     from pysedd.config import SEDDConfig
     from pysedd.model import SEDD
+    from pysedd.tokenizer import get_tokenizer
 
     torch.manual_seed(0)
     for repo_id in SEDD_IDS:  # a 1024-token canvas, as the released models (gen-1024 needs it)
@@ -43,6 +44,8 @@ def build_hub_cache(cache: Path) -> None:
     for repo_id in GPT2_IDS:
         config = GPT2Config(vocab_size=50257, n_positions=1024, n_embd=32, n_layer=1, n_head=2)
         GPT2LMHeadModel(config).save_pretrained(snapshot_dir(cache, repo_id))
+        # the real repos ship GPT-2's tokenizer, which mauve-text's featurisation loads by the same id
+        get_tokenizer().as_transformers_tokenizer().save_pretrained(snapshot_dir(cache, repo_id))
 
 
 def head(src: Path, dst: Path, lines: int) -> str:

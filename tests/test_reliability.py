@@ -13,7 +13,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -29,13 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 TINY = dict(model="sedd", size="tiny", hidden_size=32, n_blocks=1, n_heads=2, steps=3, batch_size=4,
             micro_batch_size=2, warmup_steps=2, lr=1e-3, log_every=1, ckpt_every=1, keep_last=3, progress=False)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo16")
-    prepare_corpus(open_corpus("demo"), out, get_tokenizer(), seq_len=16, val_fraction=0.01, progress=False)
-    return out
 
 
 def tiny(data_dir, out, **kw):

@@ -16,21 +16,12 @@ import torch
 from safetensors.torch import load_file
 
 from pysedd.cli import main
-from pysedd.data import open_corpus, prepare_corpus
 from pysedd.errors import UserError
-from pysedd.tokenizer import get_tokenizer
 from pysedd.train import EMA, EXIT_NONFINITE, EXIT_PREEMPTED, TrainConfig, Trainer, train
 from pysedd import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo16")
-    prepare_corpus(open_corpus("demo"), out, get_tokenizer(), seq_len=16, val_fraction=0.01, progress=False)
-    return out
 
 
 def tiny(data_dir, out, **kw):

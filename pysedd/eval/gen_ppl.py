@@ -14,7 +14,7 @@ Rows longer than the judge's context are scored with a sliding window.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
