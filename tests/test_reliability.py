@@ -402,6 +402,36 @@ def test_disk_full_during_prepare_is_one_line_and_leaves_no_manifest(small_disk)
     assert sorted(p.name for p in (directory / "data").iterdir()) == [".pysedd.lock"]
 
 
+def fill(directory: Path) -> None:
+    """Writes a filler file until the file system is full."""
+    try:
+        with open(directory / "filler", "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+    except OSError:  # ENOSPC, on a write or on the final flush
+        pass
+
+
+def test_disk_full_in_sample_and_eval_is_one_line_and_leaves_no_result(small_disk, tmp_path):
+    directory, limit = small_disk
+    if limit is not None:
+        pytest.skip("needs a small tmpfs (root): a per-file size limit does not fill a disk")
+    samples = tmp_path / "s.npz"
+    sample = ["sample", "--model", "tiny", "--kind", "sedd", "--length", "16", "--num-samples", "2", "--steps", "2",
+              "--device", "cpu"]
+    assert run_cli([*sample, "--out", str(samples)]).returncode == 0
+    fill(directory)
+    for args, out in [([*sample, "--out", str(directory / "s.npz")], directory / "s.npz"),
+                      (["eval", "diversity", "--samples", str(samples), "--out", str(directory / "d.json")],
+                       directory / "d.json")]:
+        proc = run_cli(args)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith("pysedd: error: ") and "No space left" in line and "Traceback" not in proc.stderr, line
+        assert sorted(p.name for p in directory.iterdir()) == ["filler"], out  # no result, no temporary
+
+
 # ---- bad input ------------------------------------------------------------------------------------------------------
 
 def test_bad_outputs_and_paths_are_one_line(data_dir, tmp_path, readonly_dir, capsys):
