@@ -31,3 +31,25 @@ MAUVE = dict(num_prompts=1000, prompt_len=50, gen_len=50, canvas=100, sampler="a
 # default to the random-weight `tiny` presets so that the command runs anywhere.
 LATENCY = dict(steps=[64, 128, 256, 512, 1024], batch_size=1, length=1024, repeats=20, warmup=2, sampler="analytic",
                fhs=False, seed=0)
+
+# The workflow's config takes these where it leaves a key out (workflow/rules/common.smk fills them in after the
+# schema check, and `pysedd report --plan` reads them): dotted config key -> value. The schema states no default of
+# its own for these keys, so the CLI and the workflow cannot drift apart.
+ANCESTRAL = {"ancestral": {"top_k": 0}}  # GPT-2's sampling settings when none are configured
+WORKFLOW = {
+    **{f"zero_shot.options.{k}": ZERO_SHOT[k] for k in ("mc_samples", "batch_size", "seed")},
+    **{f"lm_eval.options.{k}": LM_EVAL[k] for k in ("mc_samples", "batch_size", "seed")},
+    **{f"unconditional.{k}": UNCONDITIONAL[k] for k in ("num_samples", "length", "batch_size", "seed")},
+    "unconditional.sedd.sampler": UNCONDITIONAL["sampler"],
+    "unconditional.sedd.steps": [UNCONDITIONAL["steps"]],
+    "unconditional.gpt2": ANCESTRAL,
+    "gen_ppl.batch_size": GEN_PPL["batch_size"],
+    "diversity.window": DIVERSITY["window"],
+    "mauve.prompts.num_prompts": MAUVE["num_prompts"],
+    "mauve.seeds": MAUVE["mauve_seeds"],
+    **{f"mauve.{k}": MAUVE[k] for k in ("prompt_len", "gen_len", "sampler", "steps", "batch_size", "seed")},
+    "mauve.gpt2": ANCESTRAL,
+    "mauve.canvases": [100, 1024],  # the paper's gen-100 and gen-1024 columns
+    "diversity.reference": "heldout",  # Table 4's real-text row: the training corpus's held-out split
+    **{f"latency.{k}": v for k, v in LATENCY.items()},
+}

@@ -24,18 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import results as records
+from .defaults import WORKFLOW as WORKFLOW_DEFAULTS
 from .errors import UserError
 from .io import atomic_write_text
 from .paper import Column, Paper, Row, Table, load
 
 MISSING = "–"
 
-# Config defaults the plan needs (the values of workflow/schemas/config.schema.yaml).
-DEFAULTS = {"unconditional.sedd.steps": [1024], "unconditional.gpt2": {"ancestral": {"top_k": 0}},
-            "mauve.canvases": [100, 1024], "mauve.steps": 1024, "mauve.gpt2": {"ancestral": {"top_k": 0}},
-            "latency.steps": [64, 128, 256, 512, 1024], "latency.length": 1024, "diversity.reference": "heldout",
-            "diversity.window": 100, "zero_shot.datasets": {}, "lm_eval.tasks": [], "real_text": None,
-            "latency.sedd": None, "latency.gpt2": None, "unconditional.models": None, "mauve.models": None}
+# What the plan takes for a key the config leaves out: pysedd's shared defaults (pysedd/defaults.py, which the
+# workflow fills in too), the schema's structural ones, and None for the optional keys.
+DEFAULTS = {**WORKFLOW_DEFAULTS, "zero_shot.datasets": {}, "lm_eval.tasks": [], "real_text": None, "latency.sedd": None,
+            "latency.gpt2": None, "unconditional.models": None, "mauve.models": None}
 SAMPLING_DEFAULTS = {"top_k": 0, "top_p": 1.0, "temperature": 1.0}  # ancestral sampling
 
 

@@ -3,6 +3,7 @@
 with one warning line; the workflow schema's defaults are pysedd/defaults.py's; `sample --temperature` works."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -107,37 +108,32 @@ def test_deprecated_spelling_warns_once_and_means_the_same(base, old, new, capsy
     assert err_old == f"pysedd: warning: {old[0]} is deprecated; use {new[0]}\n"
 
 
-def schema_default(schema: dict, *path: str):
+def schema_node(schema: dict, dotted: str) -> dict:
     node = schema
-    for key in path:
+    for key in dotted.split("."):
         node = node["properties"][key]
-    return node["default"]
+    return node
 
 
-# (schema path, pysedd/defaults.py value): the settings both the workflow and the CLI fill in when not given
-SHARED = [
-    (("zero_shot", "options", "mc_samples"), defaults.ZERO_SHOT["mc_samples"]),
-    (("zero_shot", "options", "batch_size"), defaults.ZERO_SHOT["batch_size"]),
-    (("zero_shot", "options", "seed"), defaults.ZERO_SHOT["seed"]),
-    (("lm_eval", "options", "mc_samples"), defaults.LM_EVAL["mc_samples"]),
-    (("lm_eval", "options", "batch_size"), defaults.LM_EVAL["batch_size"]),
-    (("lm_eval", "options", "seed"), defaults.LM_EVAL["seed"]),
-    *((("unconditional", k), defaults.UNCONDITIONAL[k]) for k in ("num_samples", "length", "batch_size", "seed")),
-    (("unconditional", "sedd", "sampler"), defaults.UNCONDITIONAL["sampler"]),
-    (("unconditional", "sedd", "steps"), [defaults.UNCONDITIONAL["steps"]]),
-    (("gen_ppl", "batch_size"), defaults.GEN_PPL["batch_size"]),
-    (("diversity", "window"), defaults.DIVERSITY["window"]),
-    (("mauve", "prompts", "num_prompts"), defaults.MAUVE["num_prompts"]),
-    (("mauve", "seeds"), defaults.MAUVE["mauve_seeds"]),
-    *((("mauve", k), defaults.MAUVE[k]) for k in ("prompt_len", "gen_len", "sampler", "steps", "batch_size", "seed")),
-    *((("latency", k), v) for k, v in defaults.LATENCY.items()),
-]
-
-
-def test_schema_defaults_are_the_cli_defaults(capsys):
+def test_shared_defaults_live_only_in_pysedd_defaults(tmp_path, capsys):
+    """The schema states no default for a setting the CLI shares (pysedd/defaults.py's WORKFLOW is the one place);
+    the workflow's resolved config and the CLI's flags both take the module's values."""
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
-    for path, value in SHARED:
-        assert schema_default(schema, *path) == value, path
+    for dotted in defaults.WORKFLOW:
+        assert "default" not in schema_node(schema, dotted), dotted
+    # a config that sets none of them resolves to the module's values (results/config.json: the resolved config)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"models": {"g": {"kind": "gpt2", "hub": "gpt2"},
+                                                             "s": {"kind": "sedd", "hub": "louaaron/sedd-small"}},
+                                                  "judge": "g"}))
+    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores",
+                    "1", "config_record", "--configfile", str(tmp_path / "c.yaml")], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    resolved = json.loads((tmp_path / "results" / "config.json").read_text())
+    for dotted, value in defaults.WORKFLOW.items():
+        node = resolved
+        for key in dotted.split("."):
+            node = node[key]
+        assert node == value, dotted
     # and the CLI's own defaults are the module's (the flags the workflow omits take these)
     sample, _ = parse(["sample", "--model", "m", "--out", "o"], capsys)
     assert (sample.num_samples, sample.length, sample.steps) == (1024, 1024, 1024)

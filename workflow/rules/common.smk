@@ -6,6 +6,7 @@ the pysedd code that rule's command reaches through the import graph (workflow/l
 code trigger only sees the shell template, not imported code. Training is the exception: see train.smk.
 """
 import base64
+import copy
 import hashlib
 import json
 import os
@@ -48,6 +49,15 @@ sys.path.insert(0, str(REPO / "workflow" / "lib"))
 sys.path.insert(0, str(REPO))  # this checkout's pysedd: the report's plan names the result files the rules write
 import pysedd.report as paper_plan  # noqa: E402
 from codehash import CodeGraph, cli_entries  # noqa: E402
+from pysedd.defaults import WORKFLOW as PYSEDD_DEFAULTS  # noqa: E402
+
+# the settings the CLI and the workflow share take pysedd's own defaults (the schema states none for them)
+for _dotted, _value in PYSEDD_DEFAULTS.items():
+    *_parents, _leaf = _dotted.split(".")
+    _node = config
+    for _part in _parents:
+        _node = _node.setdefault(_part, {})
+    _node.setdefault(_leaf, copy.deepcopy(_value))
 
 _CODE_GRAPH = CodeGraph(REPO)
 
