@@ -1,5 +1,6 @@
 """`pysedd sample` and `pysedd bench latency` end to end on tiny saved models (small vocabularies, no downloads)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,8 +47,9 @@ def test_sample_sedd_unconditional(models, tmp_path, sampler):
 
 
 def test_sample_reference_categorical_is_the_official_loop_and_recorded(models, tmp_path):
-    """--categorical reference: the batches are the official sampler's runs one after another from torch.manual_seed
-    (pc_sample's reference loop, itself checked id for id against a transcription in test_categorical.py)."""
+    """--categorical reference: batch i is the official sampler's run from torch.manual_seed(seed + i) (pc_sample's
+    reference loop, itself checked id for id against a transcription in test_categorical.py; one seed per batch is
+    what lets an interrupted run resume from its finished batches)."""
     from pysedd.graph import Absorbing
     from pysedd.noise import LogLinear
     from pysedd.sampling import pc_sample
@@ -58,8 +60,10 @@ def test_sample_reference_categorical_is_the_official_loop_and_recorded(models, 
     z = load(out)
     assert json.loads(str(z["meta"]))["categorical"] == "reference"
     model = SEDD.from_pretrained(str(models / "sedd")).eval()
-    torch.manual_seed(5)
-    want = [pc_sample(model, Absorbing(TOKENS), LogLinear(), b, 8, 4, categorical="reference").samples for b in (2, 1)]
+    want = []
+    for i, b in enumerate((2, 1)):
+        torch.manual_seed(5 + i)
+        want.append(pc_sample(model, Absorbing(TOKENS), LogLinear(), b, 8, 4, categorical="reference").samples)
     assert np.array_equal(z["samples"], torch.cat(want).numpy())
 
 
@@ -117,3 +121,32 @@ def test_text_prompts_are_gpt2_tokenised(tmp_path):
     assert read_prompts(str(tmp_path / "p.jsonl"), 4).tolist() == [[383, 2068, 7586, 21831]]
     (tmp_path / "p.txt").write_text("Hello world\n")
     assert read_prompts(str(tmp_path / "p.txt"), 2).tolist() == [[15496, 995]]
+
+
+def test_killed_sampling_resumes_from_its_finished_batches(models, tmp_path):
+    """kill -9 in the middle of a run leaves the finished batches in <out>.shards/ and no .npz; the rerun reuses
+    them and ends with exactly the samples of an uninterrupted run (one seed per batch), then drops the shards."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["sample", "--model", str(models / "sedd"), "--num-samples", "40", "--length", "12", "--batch-size", "1",
+            "--steps", "64", "--seed", "3", "--device", "cpu"]
+    whole = tmp_path / "whole.npz"
+    assert main([*args, "--out", str(whole)]) == 0
+    out = tmp_path / "killed.npz"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pysedd", *args, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = Path(str(out) + ".shards")
+    deadline = time.time() + 120
+    while len(list(shards.rglob("batch-*.json"))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list(shards.rglob("batch-*.json")))
+    assert 3 <= finished < 40 and not out.exists()
+    assert main([*args, "--out", str(out)]) == 0
+    assert np.array_equal(load(out)["samples"], load(whole)["samples"]) and not shards.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--trim-eos", action="store_true", help="also store `lengths`: tokens before the first generated EOS")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--no-resume", action="store_true",
+                   help="ignore and do not write the per-batch shards <out>.shards/ (kept until the .npz is written)")
     p.set_defaults(func=run)
 
 
@@ -183,9 +186,8 @@ def check_args(args) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..ar import ar_sample
+    from ..eval.common import ShardCache
     from ..io import atomic_path
     from ..loader import detect_kind, load, pick_device
     from ..sampling import Conditioning, fhs_sample, pc_sample
@@ -201,7 +203,6 @@ def run(args: argparse.Namespace) -> int:
     model, graph, noise = lm.model, lm.graph, lm.noise
     if kind == "sedd":
         lm.check_length(canvas, "--canvas" if args.canvas else "--length" if prompts is None else "--prompt-len + --gen-len")
-        generator = torch.Generator(device).manual_seed(args.seed)
         if prompts is not None and int(prompts.max()) >= graph.n_tokens:
             raise UserError(f"prompt ids must lie in [0, {graph.n_tokens})")
     elif prompts is not None:
@@ -209,13 +210,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         lm.check_length(args.length, "--length")
 
-    chunks, lengths, nfe, wall, hits = [], [], 0, 0.0, 0
-    starts = range(0, args.num_samples, args.batch_size)
-    for batch_index, start in enumerate(tqdm(starts, desc=f"sampling ({kind})", unit="batch")):
+    # One shard per batch, each seeded by its index (seed + batch index), kept in <out>.shards/ until the .npz is
+    # written: a killed or requeued job resumes from its finished batches and ends with the same samples.
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("out", "no_resume") and not callable(v)}
+    shards = ShardCache(args.out, {**settings, "model": lm.fingerprint, "device": device_name(device)},
+                        enabled=not args.no_resume)
+    starts = list(range(0, args.num_samples, args.batch_size))
+
+    def batch(batch_index: int) -> dict:
+        start = starts[batch_index]
         b = min(args.batch_size, args.num_samples - start)
         prompt = None if prompts is None else torch.from_numpy(prompts[[(start + i) % len(prompts) for i in range(b)]])
         if kind == "sedd":
             cond = None if prompt is None else Conditioning.prefix(prompt)
+            generator = torch.Generator(device).manual_seed(args.seed + batch_index)
             common = dict(conditioning=cond, trim_eos=args.trim_eos, generator=generator, device=device,
                           categorical=args.categorical)
             if args.sampler == "fhs":
@@ -229,11 +237,14 @@ def run(args: argparse.Namespace) -> int:
                             top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, stop_at_eos=args.trim_eos,
                             seed=args.seed + batch_index)
             samples = res.samples
-        chunks.append(samples.cpu().numpy().astype(np.int64))
-        if res.lengths is not None:
-            lengths.append(res.lengths.clamp_max(out_len).cpu().numpy())
-        nfe, wall, hits = nfe + res.nfe, wall + res.wall_time, hits + res.cache_hits
+        lengths = None if res.lengths is None else res.lengths.clamp_max(out_len).cpu().tolist()
+        return dict(samples=samples.cpu().tolist(), lengths=lengths, nfe=res.nfe, wall=res.wall_time,
+                    hits=res.cache_hits, sampler=getattr(res, "sampler", None))
 
+    done = shards.run([f"batch-{i:06d}" for i in range(len(starts))], batch, f"sampling ({kind})")
+    chunks = [np.asarray(d["samples"], dtype=np.int64) for d in done]
+    lengths = [np.asarray(d["lengths"]) for d in done if d["lengths"] is not None]
+    nfe, wall, hits = sum(d["nfe"] for d in done), sum(d["wall"] for d in done), sum(d["hits"] for d in done)
     samples = np.concatenate(chunks)
     meta = dict(
         model=str(args.model), kind=kind, fingerprint=lm.fingerprint, seed=args.seed, num_samples=args.num_samples, length=int(samples.shape[1]),
@@ -249,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
                     tokens_per_call=args.tokens_per_call if args.sampler == "fhs" else None,
                     graph=model.config.graph.type, categorical=args.categorical)
     else:
-        meta.update(sampler=res.sampler, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+        meta.update(sampler=done[-1]["sampler"], top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
                     kv_cache=True, exact_length=not args.trim_eos)
     arrays = dict(samples=samples, meta=np.array(json.dumps(meta)))
     if prompts is not None:
@@ -259,5 +270,6 @@ def run(args: argparse.Namespace) -> int:
     with atomic_path(args.out) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
+    shutil.rmtree(Path(str(args.out) + ".shards"), ignore_errors=True)  # the .npz now holds every batch
     print(f"wrote {args.out}: {samples.shape[0]} x {samples.shape[1]} tokens, {nfe} network calls, {wall:.2f} s")
     return 0
