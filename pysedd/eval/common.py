@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -80,15 +81,32 @@ class ShardCache:
     """Finished shards of a long evaluation, kept next to the output as `<out>.shards/<settings-hash>/<key>.json`.
 
     The folder name is a hash of every setting that changes a result, so a rerun with other settings never reuses
-    stale shards. Each shard file is written atomically: a killed run loses at most the shard in progress.
+    stale shards. Each shard file is written atomically: a killed run loses at most the shard in progress, and a run
+    that fails before finishing any shard (a full disk, a bad batch) removes the folders it made.
     """
 
     def __init__(self, out_path: str | os.PathLike, settings: dict, enabled: bool = True):
-        self.dir = Path(str(out_path) + ".shards") / settings_hash(settings)
+        self.root = Path(str(out_path) + ".shards")
+        self.dir = self.root / settings_hash(settings)
         self.enabled = enabled
         if enabled:
             self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.dir / "settings.json", json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
+            try:
+                atomic_write_text(self.dir / "settings.json",
+                                  json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
+            except BaseException:
+                self._remove_if_unfinished()
+                raise
+
+    def _remove_if_unfinished(self) -> None:
+        """Drop this settings folder when it holds no finished shard, and the shards root when nothing else is in it."""
+        if any(p.name != "settings.json" for p in self.dir.glob("*.json")):
+            return
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            self.root.rmdir()
+        except OSError:
+            pass  # other settings' shards, or already gone
 
     def _path(self, key: str) -> Path:
         return self.dir / f"{key}.json"
@@ -111,11 +129,16 @@ class ShardCache:
 
         results = [self.get(k) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
-        with tqdm(total=len(keys), initial=len(keys) - len(todo), desc=desc, unit="shard", disable=not progress) as bar:
-            for i in todo:
-                results[i] = compute(i)
-                self.put(keys[i], results[i])
-                bar.update(1)
+        try:
+            with tqdm(total=len(keys), initial=len(keys) - len(todo), desc=desc, unit="shard", disable=not progress) as bar:
+                for i in todo:
+                    results[i] = compute(i)
+                    self.put(keys[i], results[i])
+                    bar.update(1)
+        except BaseException:
+            if self.enabled:
+                self._remove_if_unfinished()
+            raise
         return results
 
 
