@@ -118,11 +118,144 @@ def test_loss_is_zero_for_the_two_step_map_and_positive_otherwise(divergence):
     assert (losses["perturbed"] >= -1e-6).all() and (losses["teacher"] >= -1e-6).all()
 
 
+# ---- stored teacher targets ----------------------------------------------------------------------------------------
+
+def _store(tmp_path, n_examples, top_k, n_tokens=N):
+    from pysedd.train.distill import TargetStore
+
+    return TargetStore(tmp_path / "targets", dict(teacher={"test": 1}, teacher_steps=8, eps=1e-5, data_sha256="x",
+                                                  seq_len=L, n_examples=n_examples, n_tokens=n_tokens, top_k=top_k,
+                                                  seed=0))
+
+
+@pytest.mark.parametrize("top_k", [0, N - 1])
+def test_stored_targets_give_the_on_the_fly_loss(tmp_path, top_k):
+    """The teacher's draws written to a store and read back (in any order) give the loss the on-the-fly objective
+    computes from the same generator: exactly for whole rows, and for K = N - 1 too, where the one token left out
+    carries exactly the residual mass."""
+    from pysedd.train.distill import EXAMPLES_PER_SHARD, distill_loss, draw_targets
+
+    graph, noise = Absorbing(N), LogLinear()
+    teacher, student = ContextOracle(seed=0).requires_grad_(False), ContextOracle(seed=3).requires_grad_(False)
+    steps, n = 8, 2 * EXAMPLES_PER_SHARD
+    x0 = torch.randint(0, N, (n, L), generator=torch.Generator().manual_seed(1))
+    store = _store(tmp_path, n, top_k)
+    for s in range(2):
+        part = slice(s * EXAMPLES_PER_SHARD, (s + 1) * EXAMPLES_PER_SHARD)
+        store.write_shard(s, draw_targets(teacher, graph, noise, x0[part], steps, generator=torch.Generator().manual_seed(s)))
+    assert not store.complete
+    store.finish()
+    store = _store(tmp_path, n, top_k).open()
+    objective = DistillObjective(student, teacher, graph, noise, steps)
+    for s in range(2):
+        part = slice(s * EXAMPLES_PER_SHARD, (s + 1) * EXAMPLES_PER_SHARD)
+        expected = objective(x0[part], generator=torch.Generator().manual_seed(s))
+        got = distill_loss(student, noise, store.examples(list(range(part.start, part.stop))), objective.delta,
+                           "reverse_kl", N)
+        if top_k == 0:
+            assert torch.equal(got, expected)
+        else:
+            assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+        assert expected.sum() > 1e-3
+    shuffled = [29, 3, 17, 3]
+    per_example = [distill_loss(student, noise, store.examples([i]), objective.delta, "reverse_kl", N) for i in shuffled]
+    assert torch.allclose(distill_loss(student, noise, store.examples(shuffled), objective.delta, "reverse_kl", N),
+                          torch.cat(per_example))
+
+
+def test_truncated_target_keeps_the_top_k_and_spreads_the_rest():
+    from pysedd.train.distill import expand_target, truncate_target
+
+    n_tokens, k = 50, 5
+    log_target = torch.log_softmax(3 * torch.randn(7, n_tokens, generator=torch.Generator().manual_seed(0)), -1)
+    dense = expand_target(*truncate_target(log_target, k), n_tokens)
+    assert torch.allclose(torch.logsumexp(dense.double(), -1), torch.zeros(7, dtype=torch.float64), atol=1e-6)
+    top = log_target.topk(k, -1)
+    assert torch.equal(dense.gather(1, top.indices), top.values)
+    rest = torch.ones_like(dense, dtype=torch.bool).scatter_(1, top.indices, False)
+    residual = (1 - top.values.double().exp().sum(-1)) / (n_tokens - k)
+    assert torch.allclose(dense[rest].view(7, -1).double().exp(), residual[:, None].expand(-1, n_tokens - k),
+                          rtol=1e-5)
+
+
+def test_target_store_refuses_damaged_or_foreign_files(tmp_path):
+    from pysedd.errors import UserError
+    from pysedd.train.distill import EXAMPLES_PER_SHARD, draw_targets
+
+    graph, noise, teacher = Absorbing(N), LogLinear(), ContextOracle().requires_grad_(False)
+    store = _store(tmp_path, EXAMPLES_PER_SHARD, 0)
+    x0 = torch.randint(0, N, (EXAMPLES_PER_SHARD, L), generator=torch.Generator().manual_seed(1))
+    store.write_shard(0, draw_targets(teacher, graph, noise, x0, 8, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(UserError, match="unreadable"):
+        _store(tmp_path, EXAMPLES_PER_SHARD, 0).open()  # unfinished: no store.json
+    store.finish()
+    index = store.dir / "store.json"
+    original = index.read_text()
+    for damage, message in [(lambda t: t.replace('"top_k": 0', '"top_k": 1'), "other settings"),
+                            (lambda t: t.replace("shard-000000.safetensors", "../shard-000000.safetensors"),
+                             "does not list"),
+                            (lambda t: t.replace('"bytes": ', '"bytes": 1'), "wrong size"),
+                            (lambda t: "{", "unreadable")]:
+        index.write_text(damage(original))
+        with pytest.raises(UserError, match=message):
+            _store(tmp_path, EXAMPLES_PER_SHARD, 0).open()
+    index.write_text(original)
+    shard = store.shard_path(0)
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="sha256"):
+        _store(tmp_path, EXAMPLES_PER_SHARD, 0).open().examples([0])
+    _store(tmp_path, EXAMPLES_PER_SHARD, 0).open(verify="size").examples([0])  # 'size' trusts the bytes
+
+
+def test_distill_with_stored_targets_computes_them_once_and_shares_them(tmp_path, data_dir):
+    """`pysedd distill --precompute-targets`: the first run stores the targets (resumable shards, store.json last)
+    and trains on them; a second run with another divergence and the same --targets reuses them; a damaged shard is
+    one line and exit 2."""
+    import subprocess
+    import sys
+
+    from pysedd.config import SEDDConfig
+    from pysedd.model import SEDD
+    from pysedd.train.distill import read_student_steps
+
+    teacher = tmp_path / "teacher"
+    torch.manual_seed(0)
+    SEDD(SEDDConfig.preset("tiny", length=16, hidden_size=32, n_blocks=1, n_heads=2)).save_pretrained(teacher)
+    targets = tmp_path / "targets"
+
+    def distill(out, *extra):
+        argv = [sys.executable, "-m", "pysedd", "distill", "--teacher", str(teacher), "--data", str(data_dir),
+                "--out", str(tmp_path / out), "--rounds", "1", "--steps", "4", "--train-steps", "2",
+                "--batch-size", "4", "--warmup-steps", "1", "--eval-every", "0", "--no-progress",
+                "--precompute-targets", "20", "--targets", str(targets), "--target-top-k", "8", *extra]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=600)
+
+    first = distill("a")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "storing the teacher targets of 20 sequences" in first.stderr
+    [store] = targets.iterdir()
+    assert sorted(p.name for p in store.iterdir()) == ["shard-000000.safetensors", "shard-000001.safetensors",
+                                                       "store.json"]
+    assert read_student_steps(tmp_path / "a" / "round-0" / "export") == 2
+    second = distill("b", "--divergence", "kl")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "reusing the stored teacher targets" in second.stderr and "storing" not in second.stderr
+    shard = store / "shard-000001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-1] + bytes([shard.read_bytes()[-1] ^ 1]))
+    third = distill("c", "--divergence", "tv")
+    assert third.returncode == 2
+    line = third.stderr.strip().splitlines()[-1]
+    assert line.startswith("pysedd: error: ") and "sha256" in line and "Traceback" not in third.stderr
+
+
 def test_bad_inputs(tmp_path, capsys):
     from pysedd.cli import main
 
     cases = [
         (["--teacher", "x", "--data", "d", "--rounds", "3", "--steps", "12"], "divisible by 2^rounds"),
+        (["--teacher", "x", "--data", "d", "--steps", "16", "--target-top-k", "8"], "set precompute_targets"),
         (["--data", "d", "--steps", "16"], "no teacher"),
         (["--teacher", str(tmp_path / "none"), "--data", str(tmp_path / "none"), "--steps", "16"], "error"),
     ]

@@ -77,7 +77,9 @@ if DISTILL is not None and FRONTIER is not None:
             teacher=frontier_model("sedd")[0],
             options=canon(DISTILL),
             args=flags({"rounds": DISTILL["rounds"], "steps": DISTILL["steps"], "divergence": DISTILL["divergence"],
-                        **DISTILL["options"]}),
+                        **DISTILL["options"],
+                        **({"targets": f"{RESULTS}/distill/targets"} if DISTILL["options"].get("precompute_targets")
+                           else {})}),
             run=distill_run(),
             launcher=(f"torchrun --standalone --nproc_per_node {DISTILL['nproc']} -m pysedd"
                       if DISTILL["nproc"] > 1 else PYSEDD),
