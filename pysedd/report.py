@@ -489,6 +489,62 @@ def latency_figure(results: Path, planned: PlannedTable, out: Path, cache: dict)
     return True
 
 
+# --- the quality-latency frontier (docs/distillation.md): `pysedd bench frontier` and the report's last section
+
+FRONTIER_FAMILIES = ("SEDD analytic", "SEDD first-hitting", "SEDD distilled", "GPT-2")
+
+
+def frontier_table(points: list) -> Rendered:
+    """The frontier's points (results.FrontierPoint) as a table; latency also as a multiple of the fastest GPT-2."""
+    first = points[0]
+    calls = -(-first.num_samples // first.batch_size)
+    gpt2 = [p.latency for p in points if p.family == "GPT-2"]
+    caption = (f"{first.num_samples} samples of {first.length} tokens per point, batches of {first.batch_size}, on "
+               f"{first.device}; generative perplexity under {first.judge} (exp of the mean per-sample NLL); entropy: "
+               f"unigram, nats, mean ± std over samples. Down and to the left is better; read perplexity with the "
+               f"entropy beside it.")
+    header = ["family", "sampler", "NFE / batch", "latency / sample (ms)", "x GPT-2 latency", "gen PPL", "entropy"]
+    rows = [[p.family, p.name, f"{p.nfe / calls:.0f}", f"{p.latency * 1e3:.2f}",
+             f"{p.latency / min(gpt2):.2f}" if gpt2 else MISSING, f"{p.gen_ppl:.2f}",
+             f"{p.entropy.mean:.3f} ± {p.entropy.std or 0.0:.3f}"] for p in points]
+    return Rendered("frontier", "Quality-latency frontier", caption, header, rows)
+
+
+def frontier_plot(points: list, path: str | Path) -> None:
+    """Judge perplexity against latency per sample (both log), one curve per sampler family, each point annotated
+    with its sampler and unigram entropy H."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    first = points[0]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"SEDD analytic": "o-", "SEDD first-hitting": "s-", "SEDD distilled": "D-", "GPT-2": "*"}
+    for family in FRONTIER_FAMILIES:
+        rows = sorted((p for p in points if p.family == family), key=lambda p: p.latency)
+        if not rows:
+            continue
+        ax.plot([p.latency for p in rows], [p.gen_ppl for p in rows], styles[family],
+                ms=12 if family == "GPT-2" else 6, label=family)
+        for p in rows:
+            ax.annotate(f"{p.name}\nH={p.entropy.mean:.2f}", (p.latency, p.gen_ppl), textcoords="offset points",
+                        xytext=(4, 4), fontsize=6)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("latency per sample (s, log)")
+    ax.set_ylabel(f"generative perplexity under {first.judge}", fontsize=8)
+    ax.set_title(f"{first.num_samples} x {first.length} tokens, {first.device}; H = unigram entropy", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
 def build(results: str | Path, config: dict) -> tuple[list[Rendered], bool, list[PlannedTable]]:
     """The rendered tables of the results of `config`; with the paper beside when any paper cell is planned."""
     results = Path(results)
@@ -500,11 +556,14 @@ def build(results: str | Path, config: dict) -> tuple[list[Rendered], bool, list
     return [render(results, p, with_paper, cache) for p in planned], with_paper, planned
 
 
-def write_report(results: str | Path, config: dict, out: str | Path, tables_dir: str | Path | None = None) -> list[Rendered]:
-    """results/report.md with every table and Figure 1; optionally one .html and .tsv per table (and the figure's
-    PNG) in tables_dir for `snakemake --report`."""
+def write_report(results: str | Path, config: dict, out: str | Path, tables_dir: str | Path | None = None,
+                 frontier: str | Path | None = None) -> list[Rendered]:
+    """results/report.md with every table and Figure 1, and with `frontier` (a `pysedd bench frontier` result) the
+    quality-latency frontier as a last section; optionally one .html and .tsv per table (and the figures' PNGs) in
+    tables_dir for `snakemake --report`."""
     results, out = Path(results), Path(out)
     tables, with_paper, planned = build(results, config)
+    points = records.read_entries(frontier, "frontier") if frontier is not None else None
     figure_dir = Path(tables_dir) if tables_dir is not None else out.parent
     figure = figure_dir / "figure1-latency.png"
     has_figure = latency_figure(results, next(p for p in planned if p.table.figure), figure, {})
@@ -519,6 +578,12 @@ def write_report(results: str | Path, config: dict, out: str | Path, tables_dir:
         parts.append(t.markdown())
         if t.name == "table7" and has_figure:
             parts += [f"![Figure 1: latency]({os.path.relpath(figure, out.parent)})", ""]
+    if points:
+        frontier_figure = figure_dir / "frontier.png"
+        frontier_plot(points, frontier_figure)
+        tables.append(frontier_table(points))
+        parts += [tables[-1].markdown(), f"![quality-latency frontier]({os.path.relpath(frontier_figure, out.parent)})",
+                  ""]
     atomic_write_text(out, "\n".join(parts))
     if tables_dir is not None:
         for t in tables:

@@ -100,8 +100,28 @@ class Latency:
     parameters: int
 
 
+@dataclass(frozen=True)
+class FrontierPoint:
+    """The quality-latency frontier (`pysedd bench frontier`): one sampler (`name`, e.g. 'T=16', 'k=4', 'top-p 0.95',
+    within its `family`) drawing `num_samples` samples of `length` tokens in batches of `batch_size` on `device`:
+    network calls in all (`nfe`), seconds per sample, the judge's generative perplexity and the unigram entropy."""
+
+    name: str
+    family: str
+    model: str
+    nfe: int
+    latency: float
+    gen_ppl: float
+    entropy: Stat
+    num_samples: int
+    length: int
+    batch_size: int
+    device: str
+    judge: str
+
+
 RECORDS: dict[str, type] = {"zero-shot": ZeroShot, "lm-eval": LmEval, "gen-ppl": GenPPL, "diversity": Diversity,
-                            "mauve": Mauve, "latency": Latency}
+                            "mauve": Mauve, "latency": Latency, "frontier": FrontierPoint}
 
 
 def stat(d: dict) -> Stat:

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from pysedd.cli import main
+from pysedd.results import read_entries
 
 
 @pytest.fixture
@@ -40,6 +41,8 @@ def test_frontier_writes_every_family(tmp_path, student):
     for r in rows.values():
         assert r["latency_per_sample"] > 0 and r["gen_ppl"] > 1 and 0 < r["entropy"] <= 2.78  # log(16)
     assert min(r["latency_vs_gpt2"] for r in rows.values() if r["family"] == "GPT-2") == 1.0
+    points = {(p.family, p.name): p for p in read_entries(out, "frontier")}  # what the report reads
+    assert set(points) == set(rows) and points[("SEDD first-hitting", "k=8")].nfe == 2 * 2
     assert "data:image/png;base64," in (tmp_path / "f.html").read_text()
     assert "![quality-latency frontier](f.png)" in (tmp_path / "f.md").read_text()
 
@@ -54,17 +57,18 @@ def test_frontier_bad_inputs(tmp_path, capsys):
     assert not (tmp_path / "x.json").exists()
 
 
-@pytest.mark.parametrize("configfile, expected", [
-    ("config.yaml", {"train": 3, "distill": 1, "frontier": 1}),
-    ("config/paper.yaml", {"prepare_distill": 1, "distill": 1, "frontier": 1}),
+@pytest.mark.parametrize("configfile, expected, in_report", [
+    ("config.yaml", {"train": 3, "distill": 1, "frontier": 1}, False),
+    ("config/paper.yaml", {"prepare_distill": 1, "distill": 1, "frontier": 1}, True),
 ])
-def test_workflow_target_frontier(tmp_path, configfile, expected):
+def test_workflow_target_frontier(tmp_path, configfile, expected, in_report):
     """`snakemake frontier` plans the teacher/baseline/judge (trained or by hub id), one distillation job and the
-    frontier; the paper config tokenises its own distillation corpus and trains nothing."""
+    frontier; the paper config tokenises its own distillation corpus and trains nothing. With `frontier.in_report`
+    (the paper config) the frontier is part of `all`, as the report's last section; without (the demo) it is not."""
     pytest.importorskip("snakemake")
     from test_workflow import REPO, make_local_inputs, planned_jobs
 
     make_local_inputs(tmp_path)
     jobs = planned_jobs(tmp_path, "--configfile", str(REPO / configfile), "--", "frontier")
     assert {rule: jobs.get(rule) for rule in expected} == expected
-    assert "frontier" not in planned_jobs(tmp_path, "--configfile", str(REPO / configfile))  # not part of `all`
+    assert ("frontier" in planned_jobs(tmp_path, "--configfile", str(REPO / configfile))) == in_report

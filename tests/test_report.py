@@ -213,3 +213,40 @@ def test_diversity_with_window_50_reaches_the_report(tmp_path):
     assert entry.window == 50
     brute = [sum(x[i] in x[max(0, i - 50):i] for i in range(1, len(x))) / (len(x) - 1) for x in samples.tolist()]
     assert entry.repetition_literal.mean == pytest.approx(np.mean(brute)) and entry.ngram == 3
+
+
+def _frontier_point(name, family, latency, gen_ppl, nfe=4):
+    return records.FrontierPoint(name, family, "m", nfe, latency, gen_ppl, records.Stat(5.0, 0.1), 4, 64, 2, "cpu",
+                                 "judge")
+
+
+def test_frontier_section_from_a_frontier_record(tmp_path):
+    """`pysedd report --frontier`: the frontier's record becomes the last section (table, latency as a multiple of
+    the fastest GPT-2 point, plot); a frontier file without a valid record stops the report."""
+    config = load_config([str(DEMO)])
+    fake_results(tmp_path, config)
+    points = [_frontier_point("T=8", "SEDD analytic", 0.5, 40.0, nfe=16), _frontier_point("T=4", "SEDD distilled",
+              0.25, 42.0, nfe=8), _frontier_point("ancestral", "GPT-2", 0.2, 60.0),
+              _frontier_point("top-p 0.95", "GPT-2", 0.4, 30.0)]
+    _write(tmp_path, "bench/frontier.json", "frontier", points)
+    out, tables_dir = tmp_path / "report.md", tmp_path / "tables"
+    write_report(tmp_path, config, out, tables_dir, tmp_path / "bench/frontier.json")
+    text = out.read_text()
+    section = text[text.index("### Quality-latency frontier"):]
+    assert text.rindex("### ") == text.index("### Quality-latency frontier")  # the last section
+    # 2 calls per point (4 samples in batches of 2): NFE per batch halves the total; 0.5 s / 0.2 s = 2.50 x GPT-2
+    assert "| SEDD analytic | T=8 | 8 | 500.00 | 2.50 | 40.00 | 5.000 ± 0.100 |" in section
+    assert "| GPT-2 | ancestral | 2 | 200.00 | 1.00 | 60.00 |" in section
+    assert "![quality-latency frontier](tables/frontier.png)" in section
+    assert (tables_dir / "frontier.png").stat().st_size > 1000 and "<td>SEDD distilled</td>" in (tables_dir / "frontier.html").read_text()
+    # the same numbers through the CLI; a frontier result whose record is malformed is one line naming the field
+    bad = json.loads((tmp_path / "bench/frontier.json").read_text())
+    del bad["record"]["entries"][2]["latency"]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    record = tmp_path / "config.json"
+    record.write_text(json.dumps(config))
+    proc = _cli("--configfile", str(record), "--results", str(tmp_path), "--out", str(tmp_path / "r2.md"),
+                "--frontier", str(tmp_path / "bad.json"))
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"pysedd: error: {tmp_path / 'bad.json'}: record.entries[2]: missing field 'latency'")
+    assert not (tmp_path / "r2.md").exists()

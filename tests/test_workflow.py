@@ -49,7 +49,7 @@ def make_local_inputs(workdir: Path) -> None:
     """Stand-ins for the local files the shipped configs name (paper.yaml's WebText prompts and corpora), which the
     workflow checks for before any job starts."""
     (workdir / "resources").mkdir(exist_ok=True)
-    for name in ("webtext.test.jsonl", "openwebtext.txt", "ptb.test.txt", "lm1b.test.txt"):
+    for name in ("webtext.test.jsonl", "openwebtext.txt", "openwebtext-train.txt", "ptb.test.txt", "lm1b.test.txt"):
         (workdir / "resources" / name).write_text('{"text": "x"}\n')
 
 

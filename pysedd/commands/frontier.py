@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import html
 import json
 import math
 import time
@@ -19,7 +18,6 @@ import torch
 from ..errors import UserError
 
 GEN_PPL_MODE = "b"  # exp of the mean over samples of each sample's mean NLL of tokens 2..L (pysedd eval gen-ppl's default)
-FAMILIES = ("SEDD analytic", "SEDD first-hitting", "SEDD distilled", "GPT-2")
 
 
 def add_parser(sub) -> None:
@@ -103,6 +101,8 @@ def run_frontier(args: argparse.Namespace) -> int:
     from ..ar import ar_sample
     from ..io import atomic_write_text
     from ..loader import load, pick_device
+    from ..report import frontier_plot, frontier_table
+    from ..results import record
     from ..sampling import fhs_sample, pc_sample
     from .sample import device_name
 
@@ -165,83 +165,41 @@ def run_frontier(args: argparse.Namespace) -> int:
                   "warm-up call; judge scoring not included",
                   sedd_precision="bf16 autocast" if device.type == "cuda" else "fp32",
                   created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), results=rows)
+    points = points_of(result)
+    result["record"] = record("frontier", points)
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     if args.plot:
-        plot(result, args.plot)
+        frontier_plot(points, args.plot)
         print(f"wrote {args.plot}")
+    table = frontier_table(points)
     if args.table:
-        image = Path(args.plot).name if args.plot else None
-        atomic_write_text(args.table, markdown(result, image))
+        image = f"\n![quality-latency frontier]({Path(args.plot).name})\n" if args.plot else ""
+        atomic_write_text(args.table, table.markdown() + image)
         print(f"wrote {args.table}")
     if args.html:
-        atomic_write_text(args.html, html_page(result, args.plot))
+        atomic_write_text(args.html, html_page(table, args.plot))
         print(f"wrote {args.html}")
     return 0
 
 
-def _header(result: dict) -> str:
-    return (f"{result['num_samples']} samples of {result['length']} tokens per point, batches of "
-            f"{result['batch_size']}, on {result['device']}; judge {result['judge']} (gen-PPL mode "
-            f"{result['gen_ppl_mode']}: exp of the mean per-sample NLL); entropy: unigram, nats.")
+def points_of(result: dict) -> list:
+    """The frontier's rows as checked record entries (results.FrontierPoint), what the tables and plots read."""
+    from ..results import FrontierPoint, Stat
+
+    return [FrontierPoint(name=r["sampler"], family=r["family"], model=r["model"], nfe=r["nfe"],
+                          latency=r["latency_per_sample"], gen_ppl=r["gen_ppl"],
+                          entropy=Stat(r["entropy"], r["entropy_std"]), num_samples=result["num_samples"],
+                          length=result["length"], batch_size=result["batch_size"], device=result["device"],
+                          judge=result["judge"]) for r in result["results"]]
 
 
-def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["family", "sampler", "NFE / batch", "latency / sample (ms)", "x GPT-2 latency", "gen PPL", "entropy"]
-    n_calls = math.ceil(result["num_samples"] / result["batch_size"])
-    body = [[r["family"], r["sampler"], f"{r['nfe'] / n_calls:.0f}", f"{r['latency_per_sample'] * 1e3:.2f}",
-             f"{r['latency_vs_gpt2']:.2f}" if "latency_vs_gpt2" in r else "-", f"{r['gen_ppl']:.2f}",
-             f"{r['entropy']:.3f} ± {r['entropy_std']:.3f}"] for r in result["results"]]
-    return head, body
-
-
-def markdown(result: dict, image: str | None = None) -> str:
-    head, body = table_rows(result)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in body]
-    figure = f"\n\n![quality-latency frontier]({image})" if image else ""
-    return f"# Quality-latency frontier\n\n{_header(result)}\n\n" + "\n".join(lines) + figure + "\n"
-
-
-def html_page(result: dict, plot_path: str | None) -> str:
-    head, body = table_rows(result)
-    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in body)
+def html_page(table, plot_path: str | None) -> str:
+    """A self-contained page: the table and the plot embedded as a data URI."""
     image = ""
     if plot_path:
         data = base64.b64encode(Path(plot_path).read_bytes()).decode()
         image = f'<p><img alt="quality-latency frontier" src="data:image/png;base64,{data}"></p>\n'
     return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Quality-latency frontier</title>"
             "<style>table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}</style></head><body>\n"
-            f"<h1>Quality-latency frontier</h1>\n<p>{html.escape(_header(result))}</p>\n{image}<table>\n<tr>"
-            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + f"</tr>\n{cells}</table>\n</body></html>\n")
-
-
-def plot(result: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = {"SEDD analytic": "o-", "SEDD first-hitting": "s-", "SEDD distilled": "D-", "GPT-2": "*"}
-    for family in FAMILIES:
-        rows = sorted((r for r in result["results"] if r["family"] == family), key=lambda r: r["latency_per_sample"])
-        if not rows:
-            continue
-        x, y = [r["latency_per_sample"] for r in rows], [r["gen_ppl"] for r in rows]
-        ax.plot(x, y, styles[family], ms=12 if family == "GPT-2" else 6, label=family)
-        for r in rows:
-            ax.annotate(f"{r['sampler']}\nH={r['entropy']:.2f}", (r["latency_per_sample"], r["gen_ppl"]),
-                        textcoords="offset points", xytext=(4, 4), fontsize=6)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("latency per sample (s, log)")
-    ax.set_ylabel(f"generative perplexity under {result['judge']}", fontsize=8)
-    ax.set_title(f"{result['num_samples']} x {result['length']} tokens, {result['device']}; H = unigram entropy",
-                 fontsize=8)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+            f"{image}{table.html()}</body></html>\n")

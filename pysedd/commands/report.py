@@ -1,5 +1,6 @@
 """`pysedd report`: the paper's tables (1-7) and Figure 1 from a directory of result records, each number beside
-the published one; `--plan` lists which paper cells a workflow config fills."""
+the published one, and optionally the quality-latency frontier; `--plan` lists which paper cells a workflow config
+fills."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--results", default=None, help="results directory (default: the config's results_dir)")
     p.add_argument("--out", default=None, help="markdown report to write (default: <results>/report.md)")
     p.add_argument("--tables-dir", default=None, help="also write one HTML and one TSV file per table and Figure 1 here")
+    p.add_argument("--frontier", default=None, metavar="JSON",
+                   help="a `pysedd bench frontier` result: add the quality-latency frontier (table and plot) as the "
+                   "report's last section")
     p.set_defaults(func=run)
 
 
@@ -67,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     results = Path(args.results or config.get("results_dir", "results"))
     out = args.out or str(results / "report.md")
-    tables = write_report(results, config, out, args.tables_dir)
+    tables = write_report(results, config, out, args.tables_dir, args.frontier)
     print(f"{out}: {len(tables)} tables")
     return 0

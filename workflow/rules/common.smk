@@ -151,6 +151,9 @@ def check_config():
         config_error("judge", f"{JUDGE!r} must name a gpt2 model under 'models'")
     corpora = [("data", config["data"]), ("real_text", config.get("real_text") or {})] + [
         (f"zero_shot.datasets.{name}", spec) for name, spec in config["zero_shot"]["datasets"].items()]
+    distill_data = (config.get("distill") or {}).get("data")
+    if isinstance(distill_data, dict):
+        corpora.append(("distill.data", distill_data))
     for key, spec in corpora:
         for path in spec.get("path", []):
             if not os.path.isfile(path):
@@ -190,6 +193,8 @@ def check_config():
         hint = f"wget {WEBTEXT_URL} -P {os.path.dirname(prompts['path']) or '.'}" if "webtext" in prompts["path"] \
             else "copy it there"
         config_error("mauve.prompts.path", f"prompt file {prompts['path']} does not exist; on a login node: {hint}")
+    if (config.get("frontier") or {}).get("in_report") and config.get("distill") is None:
+        config_error("frontier.in_report", "the frontier needs a 'distill' block (its students) to be in the report")
     lm_data = config["lm_eval"]["local_data"]
     if lm_data not in ("heldout", "hub") and not os.path.isdir(lm_data):
         config_error("lm_eval.local_data", f"task data directory {lm_data} does not exist "

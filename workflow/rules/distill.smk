@@ -14,6 +14,11 @@ FRONTIER = config.get("frontier")
 FRONTIER_CODE = _cli_code("frontier", "run_frontier")
 
 
+def frontier_options():
+    """The `frontier:` settings that change what `bench frontier` measures (not `in_report`, which the report reads)."""
+    return {k: v for k, v in FRONTIER.items() if k != "in_report"}
+
+
 def distill_run():
     """The run directory of these distillation settings (a settings change starts a new one; none is deleted)."""
     key = hashlib.sha256(json.dumps(canon({"distill": DISTILL, "seq_len": config["seq_len"]}), sort_keys=True).encode()).hexdigest()[:12]
@@ -127,8 +132,8 @@ if DISTILL is not None and FRONTIER is not None:
             gpt2=frontier_model("gpt2")[0],
             judge=judge_path(),
             students=distill_students(),
-            options=canon(FRONTIER),
-            args=flags({k: v for k, v in FRONTIER.items() if k != "gpt2"}),
+            options=canon(frontier_options()),
+            args=flags({k: v for k, v in frontier_options().items() if k != "gpt2"}),
             code=FRONTIER_CODE,
         log:
             f"{RESULTS}/logs/bench/frontier.log",

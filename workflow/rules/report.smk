@@ -1,7 +1,8 @@
 """The report: the paper's Tables 1-7 and Figure 1 as results/report.md (pysedd report), each number beside the
 published one when the config runs the paper's models, and the same tables as HTML files plus the figure wrapped in
 report() so `snakemake --report report.html` shows them. The layout comes from pysedd's paper tables data, the
-numbers from the result records; `pysedd report --plan --configfile <config>` lists the paper cells a config fills."""
+numbers from the result records; `pysedd report --plan --configfile <config>` lists the paper cells a config fills.
+With `frontier.in_report` the quality-latency frontier (distill.smk) is the report's last section."""
 from pysedd.paper import load as load_paper_tables
 
 # captions (Jinja templates under workflow/report/) that state the settings this config actually used
@@ -44,11 +45,16 @@ rule config_record:
             print(f"{len(params.config['models'])} models", file=f)
 
 
+# frontier.in_report: the quality-latency frontier (distill.smk's rule `frontier`) becomes the report's last section
+FRONTIER_IN_REPORT = bool((config.get("frontier") or {}).get("in_report"))
+
+
 rule report:
     input:
         stale_check=force_stale,
         config=rules.config_record.output,
         results=evaluation_results(),
+        frontier=[f"{RESULTS}/bench/frontier.json"] if FRONTIER_IN_REPORT else [],
     output:
         markdown=f"{RESULTS}/report.md",
         tables=[
@@ -65,7 +71,11 @@ rule report:
             caption="../report/latency.rst",
             category="Figure 1: latency",
         ),
+        frontier=[report(f"{RESULTS}/report/frontier.html", caption="../report/frontier.rst",
+                         category="Quality-latency frontier"), f"{RESULTS}/report/frontier.png"]
+        if FRONTIER_IN_REPORT else [],
     params:
+        frontier=f"--frontier {RESULTS}/bench/frontier.json" if FRONTIER_IN_REPORT else "",
         code=CODE["report"],
     log:
         f"{RESULTS}/logs/report.log",
@@ -77,4 +87,4 @@ rule report:
         runtime=runtime_of("report"),
     shell:
         "{PYSEDD} report --configfile {input.config} --results {RESULTS} --out {output.markdown} "
-        "--tables-dir $(dirname {output.figure}) > {log} 2>&1"
+        "--tables-dir $(dirname {output.figure}) {params.frontier} > {log} 2>&1"
