@@ -64,6 +64,7 @@ def test_paper_config_end_to_end_on_an_offline_hub_cache(tmp_path, shared_data):
     # What a user downloads first (config/paper.yaml's header), cut to a few lines; the hub corpora as local files.
     head(shared_data / "webtext/webtext.test.jsonl", res / "webtext.test.jsonl", 40)
     head(shared_data / "openwebtext/openwebtext_sample.txt", res / "openwebtext.txt", 60)
+    head(shared_data / "openwebtext/openwebtext_sample.txt", res / "openwebtext-train.txt", 120)
     head(shared_data / "ptb/ptb.test.txt", res / "ptb.test.txt", 60)
     head(shared_data / "lm1b/1b_benchmark.test.tokens", res / "lm1b.test.txt", 60)
     lambada = head(shared_data / "lambada/lambada_test.jsonl", res / "lambada.jsonl", 20)
@@ -82,6 +83,9 @@ def test_paper_config_end_to_end_on_an_offline_hub_cache(tmp_path, shared_data):
         "mauve": {"prompts": {"num_prompts": 4}, "prompt_len": 8, "gen_len": 8, "steps": [128], "batch_size": 4,
                   "seeds": [1], "num_buckets": 2},
         "latency": {"sedd": "tiny", "gpt2": "tiny", "steps": [64], "length": 32, "repeats": 1, "warmup": 0},
+        "distill": {"rounds": 1, "steps": 4, "nproc": 1, "options": {"train_steps": 2, "batch_size": 2,
+                                                                      "warmup_steps": 0, "log_every": 1, "ckpt_every": 2}},
+        "frontier": {"steps": [2, 4], "fhs_k": [1], "num_samples": 2, "length": 32, "batch_size": 2},
     }
     (work / "small.yaml").write_text(yaml.safe_dump(override))
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -104,6 +108,10 @@ def test_paper_config_end_to_end_on_an_offline_hub_cache(tmp_path, shared_data):
         assert f"### Table {n}" in text
     assert "| GPT-2 large | 774M |" in text and "| OpenWebText |" in text and "Within tolerance" in text
     assert "![Figure 1: latency]" in text
+    # the frontier (frontier.in_report): the teacher and GPT-2 by hub id, the round-0 student at 2 steps
+    frontier = text[text.index("### Quality-latency frontier"):]
+    assert "| SEDD distilled | T=2 |" in frontier and "| GPT-2 | top-p 0.95 |" in frontier
+    assert (results / "report/frontier.png").is_file()
     # the plan of the cut-down config: the latency presets and the 256/512/1024-step rows are what it leaves out
     plan = subprocess.run([sys.executable, "-m", "pysedd", "report", "--plan", *configs], capture_output=True,
                           text=True, env=env, cwd=work)

@@ -118,11 +118,11 @@ def run_latency(args: argparse.Namespace) -> int:
               f"{row['mean_latency']:.4f} +- {row['std_latency']:.4f} s  {row['mean_throughput']:.1f} tok/s", flush=True)
 
     for steps in cfg["steps"]:
-        stats = measure(lambda: pc_sample(model, graph, noise, B, L, steps, args.sampler, generator=gen),
+        stats = measure(lambda m=model: pc_sample(m, graph, noise, B, L, steps, args.sampler, generator=gen),
                         args.warmup, cfg["repeats"], B * L, f"SEDD {steps} steps")
         report(dict(model="sedd", sampler=args.sampler, steps=steps, **stats))
     if cfg["fhs"]:
-        stats = measure(lambda: fhs_sample(model, graph, noise, B, L, generator=gen), args.warmup, cfg["repeats"],
+        stats = measure(lambda m=model: fhs_sample(m, graph, noise, B, L, generator=gen), args.warmup, cfg["repeats"],
                         B * L, "SEDD FHS")
         report(dict(model="sedd", sampler="fhs", steps=None, **stats))
     sedd_info = dict(model=str(cfg["sedd"]), fingerprint=sedd.fingerprint, parameters=model.num_parameters(),

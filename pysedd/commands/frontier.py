@@ -133,16 +133,16 @@ def run_frontier(args: argparse.Namespace) -> int:
 
     model, graph, noise = load_sedd(args.sedd)
     for steps in args.steps:
-        point("SEDD analytic", f"T={steps}", args.sedd, lambda b, i, steps=steps: pc_sample(
-            model, graph, noise, b, L, steps, "analytic", generator=seeded(i)), steps=steps)
+        point("SEDD analytic", f"T={steps}", args.sedd, lambda b, i, steps=steps, m=model: pc_sample(
+            m, graph, noise, b, L, steps, "analytic", generator=seeded(i)), steps=steps)
     for k in args.fhs_k:
-        point("SEDD first-hitting", "exact" if k == 1 else f"k={k}", args.sedd, lambda b, i, k=k: fhs_sample(
-            model, graph, noise, b, L, tokens_per_call=k, generator=seeded(i)), tokens_per_call=k)
+        point("SEDD first-hitting", "exact" if k == 1 else f"k={k}", args.sedd, lambda b, i, k=k, m=model: fhs_sample(
+            m, graph, noise, b, L, tokens_per_call=k, generator=seeded(i)), tokens_per_call=k)
     del model
     for path, steps in students:
         student, sgraph, snoise = load_sedd(path)
-        point("SEDD distilled", f"T={steps}", path, lambda b, i: pc_sample(
-            student, sgraph, snoise, b, L, steps, "analytic", generator=seeded(i)), steps=steps)
+        point("SEDD distilled", f"T={steps}", path, lambda b, i, m=student: pc_sample(
+            m, sgraph, snoise, b, L, steps, "analytic", generator=seeded(i)), steps=steps)
         del student
     gpt2 = None
     if args.gpt2 and args.gpt2.lower() != "none":
