@@ -33,6 +33,22 @@ def gpt2_config(preset: str, n_positions: int = 1024, vocab_size: int = 50257, *
                       eos_token_id=min(EOS_ID, vocab_size - 1), **{**GPT2_PRESETS[preset], **overrides})
 
 
+# SEDD presets whose GPT-2 counterpart in GPT2_PRESETS has another name (same width, depth and heads)
+GPT2_PRESET_FOR = {"large-1.45b": "large-1.3b"}
+
+
+def matching_gpt2_config(size: str, seq_len: int, **model_overrides):
+    """A GPT2Config with exactly the width, depth, heads and dropout of the SEDD preset ``size`` (with the same
+    ModelConfig overrides): small = GPT-2 small 768×12×12, medium = GPT-2 medium 1024×24×16; ``n_positions`` =
+    seq_len. `pysedd train --model gpt2` builds its baseline from it, and the loader rebuilds such a run with it."""
+    from .config import SEDDConfig
+
+    m = SEDDConfig.preset(size, length=seq_len, **model_overrides).model
+    return gpt2_config(GPT2_PRESET_FOR.get(size, size), n_positions=seq_len, n_embd=m.hidden_size,
+                       n_layer=m.n_blocks, n_head=m.n_heads, resid_pdrop=m.dropout, embd_pdrop=m.dropout,
+                       attn_pdrop=m.dropout)
+
+
 def load_ar_model(path_or_hub_id: str | os.PathLike, device="cpu"):
     """A pretrained causal LM (gpt2, gpt2-medium, gpt2-large on the hub, or a save_pretrained directory), in eval mode."""
     from transformers import AutoModelForCausalLM

@@ -26,7 +26,7 @@ GPT2_TOKENS = 50257
 TYPED_SECTIONS = ("tokens", "model", "graph", "noise")
 
 # Size bounds checked before a model is built: a corrupt or hostile config.json must not allocate terabytes or build
-# modules for minutes. Genuinely larger models: set PYSEDD_ALLOW_HUGE=1.
+# modules for minutes. Genuinely larger models: `pysedd --allow-huge ...` or PYSEDD_ALLOW_HUGE=1.
 ALLOW_HUGE_ENV = "PYSEDD_ALLOW_HUGE"
 MAX_PARAMETERS = 20_000_000_000
 MAX_BLOCKS = 1024
@@ -39,7 +39,7 @@ def huge_allowed() -> bool:
 
 def check_size(what: str, parameters: int, limits: dict[str, tuple[int, int]] | None = None) -> None:
     """Refuse a model of more than MAX_PARAMETERS parameters, or any `limits` entry name -> (value, bound) above its
-    bound, unless PYSEDD_ALLOW_HUGE=1."""
+    bound, unless `pysedd --allow-huge` or PYSEDD_ALLOW_HUGE=1."""
     if huge_allowed():
         return
     over = [f"{name} = {value:,} > {bound:,}" for name, (value, bound) in (limits or {}).items() if value > bound]
@@ -47,7 +47,7 @@ def check_size(what: str, parameters: int, limits: dict[str, tuple[int, int]] | 
         over.insert(0, f"about {parameters:,} parameters > {MAX_PARAMETERS:,}")
     if over:
         raise UserError(f"{what} describes an implausibly large model ({'; '.join(over)}); if it is genuine, "
-                        f"set {ALLOW_HUGE_ENV}=1")
+                        f"run pysedd --allow-huge <command> ... (or set {ALLOW_HUGE_ENV}=1)")
 
 
 def _check_field_types(obj, section: str) -> None:

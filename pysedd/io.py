@@ -55,6 +55,8 @@ def fsync_file(path: str | os.PathLike) -> None:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the destination directory; on success fsync it and rename it over `path`."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -125,6 +127,21 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
     if not path.is_file():
         raise UserError(f"{what} {path} is not a regular file")
     return path
+
+
+def require_output_files(args, *names: str) -> None:
+    """Each named option that is set (`args.out`, `args.table`, ...) can become a file: not a directory, not below a
+    file. Commands check this before any work, so a long job does not fail at its final write."""
+    for name in names:
+        value = getattr(args, name, None)
+        if not value:
+            continue
+        flag, path = f"--{name.replace('_', '-')}", Path(value)
+        if path.is_dir():
+            raise UserError(f"{flag} {path} is a directory; give a file name")
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise UserError(f"{flag} {path}: {parent} is a file, not a directory")
 
 
 def make_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:

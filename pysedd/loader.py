@@ -241,7 +241,7 @@ def _ar_of_run(location: Location) -> torch.nn.Module:
             _ar_size_check(base.config, f"{base.spec}/config.json")
         config = AutoConfig.from_pretrained(str(base.path) if base.local else base.spec)
         return AutoModelForCausalLM.from_config(config)
-    from .train.models import matching_gpt2_config
+    from .ar import matching_gpt2_config
 
     overrides = {k: opts[k] for k in ("dropout", "hidden_size", "n_blocks", "n_heads") if opts.get(k) is not None}
     return GPT2LMHeadModel(matching_gpt2_config(opts.get("size", "tiny"), opts["seq_len"], **overrides))

@@ -190,13 +190,14 @@ def test_gen_ppl_modes_by_hand(judge, tokenizer, tmp_path):
 def test_gen_ppl_and_diversity_cli(tiny_gpt2_dir, tokenizer, tmp_path, capsys):
     ids = tokenizer.encode(TEXT)
     path = tmp_path / "samples.npz"
-    np.savez(path, samples=np.array([ids[:24], ids[24:48]], dtype=np.int64), meta=json.dumps({"model": "m", "steps": 8}))
+    np.savez(path, samples=np.array([ids[:24], ids[24:48]], dtype=np.int64), meta=json.dumps({"model": "m", "steps": 8, "categorical": "reference"}))
     out = tmp_path / "genppl.json"
     assert main(["eval", "gen-ppl", "--samples", str(path), "--judge", str(tiny_gpt2_dir), "--out", str(out),
                  "--table", str(tmp_path / "g.md"), "--quiet", "--device", "cpu"]) == 0
     result = json.loads(out.read_text())
     assert result["evaluation"] == "gen-ppl" and result["results"][str(path)]["primary_mode"] == "b"
     assert result["protocol"]["primary_mode"] == "b"
+    assert result["protocol"]["categorical"] == {str(path): "reference"}  # the draw that made the samples
     assert result["judge"]["fingerprint"]["sha256"]["config.json"]
     assert "Gen PPL (b)" in (tmp_path / "g.md").read_text()
     text = tmp_path / "train.txt"
@@ -207,6 +208,7 @@ def test_gen_ppl_and_diversity_cli(tiny_gpt2_dir, tokenizer, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert [r["kind"] for r in result["results"].values()] == ["samples", "reference"]
     assert result["protocol"]["paper_column"] == "repetition_rate_100_3gram"
+    assert result["protocol"]["categorical"] == {str(path): "reference"}
     assert result["results"][str(text)]["metrics"]["lengths"] == [24]
     capsys.readouterr()
 
@@ -444,6 +446,10 @@ def test_mauve_sedd_generation_keeps_the_prompt(tiny_sedd_dir, judge, tokenizer,
     prompts = torch.from_numpy(refs[:3, :4])
     x = mauve_eval.generate(lm, prompts, settings, seed=0)
     assert x.shape == (3, 8) and torch.equal(x[:, :4], prompts)
+    x = mauve_eval.generate(lm, prompts, dataclasses.replace(settings, categorical="reference"), seed=0)
+    assert x.shape == (3, 8) and torch.equal(x[:, :4], prompts)
+    with pytest.raises(UserError, match="unknown categorical draw 'float32'"):  # the setting reaches the sampler
+        mauve_eval.generate(lm, prompts, dataclasses.replace(settings, categorical="float32"), seed=0)
     with pytest.raises(UserError, match="canvas 6 cannot hold"):
         mauve_eval.evaluate(lm, judge, refs, mauve_eval.MauveSettings(prompt_len=4, gen_len=4, canvas=6), str(tmp_path / "m.json"))
     with pytest.raises(UserError, match="longer than the model's context"):

@@ -27,9 +27,10 @@ def test_frontier_writes_every_family(tmp_path, student):
     argv = ["bench", "frontier", "--sedd", "tiny", "--students", str(student), f"{student}:3", "--gpt2", "tiny",
             "--judge", "tiny", "--steps", "2", "4", "--fhs-k", "1", "8", "--num-samples", "3", "--batch-size", "2",
             "--length", "16", "--device", "cpu", "--out", str(out), "--table", str(tmp_path / "f.md"),
-            "--html", str(tmp_path / "f.html"), "--plot", str(tmp_path / "f.png")]
+            "--html", str(tmp_path / "f.html"), "--plot", str(tmp_path / "f.png"), "--categorical", "reference"]
     assert main(argv) == 0
     result = json.loads(out.read_text())
+    assert result["categorical"] == "reference"
     rows = {(r["family"], r["sampler"]): r for r in result["results"]}
     assert set(rows) == {("SEDD analytic", "T=2"), ("SEDD analytic", "T=4"), ("SEDD first-hitting", "exact"),
                          ("SEDD first-hitting", "k=8"), ("SEDD distilled", "T=2"), ("SEDD distilled", "T=3"),

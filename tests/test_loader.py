@@ -4,6 +4,7 @@ same weights through every command; released configs with fields pysedd does not
 round-trip; hostile weights and configs are refused with one line before anything large is allocated."""
 import json
 import math
+import os
 import shutil
 import struct
 import warnings
@@ -272,7 +273,12 @@ def test_infinite_sigma_and_the_huge_override(model_dir, capsys, monkeypatch):
     big["model"]["n_blocks"] = 2000
     with pytest.raises(UserError, match=ALLOW_HUGE_ENV):
         SEDDConfig.from_dict(big)
-    monkeypatch.setenv(ALLOW_HUGE_ENV, "1")
+    (model_dir / "config.json").write_text(json.dumps(big))
+    sample = ["sample", "--model", str(model_dir), "--out", "x.npz"]
+    assert "run pysedd --allow-huge <command>" in cli_error(capsys, sample)
+    monkeypatch.setenv(ALLOW_HUGE_ENV, "")  # restored after the test: --allow-huge sets it for the process
+    assert "2,000 > 1,024" not in cli_error(capsys, ["--allow-huge", *sample])  # past the bound, then other checks
+    assert os.environ[ALLOW_HUGE_ENV] == "1"
     assert SEDDConfig.from_dict(big).model.n_blocks == 2000  # validated, not built
 
 

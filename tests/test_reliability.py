@@ -267,6 +267,29 @@ def test_signal_during_start_up_exits_75_with_a_message(data_dir, tmp_path, sign
     assert not ckpt.list_checkpoints(Path(cfg.out) / "checkpoints")
 
 
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_stop_handlers_are_installed_before_torch_loads(tmp_path, command):
+    """Whenever the process has loaded torch, its SIGTERM/SIGUSR1 handlers are already in place, so no signal after
+    the interpreter reaches pysedd can kill a checkpointing command (reading /proc/PID/maps before the status makes
+    each observation sound: the handlers were installed before the library showed up)."""
+    proc = subprocess.Popen([sys.executable, "-m", "pysedd", command, "--out", str(tmp_path / "run")], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen_torch, deadline = False, time.time() + 60
+    try:
+        while proc.poll() is None and time.time() < deadline and not seen_torch:
+            try:
+                seen_torch = "libtorch" in Path(f"/proc/{proc.pid}/maps").read_text()
+                handlers = [catches(proc.pid, s) for s in (signal.SIGTERM, signal.SIGUSR1)]
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            if seen_torch:
+                assert all(handlers), "torch was loaded before the stop handlers were installed"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert seen_torch, "the command ended before it loaded torch"
+
+
 # ---- §9 and issue 13 §1: one trajectory per run directory -------------------------------------------------------
 
 def snapshot(out: Path) -> dict:
@@ -452,6 +475,34 @@ def test_bad_outputs_and_paths_are_one_line(data_dir, tmp_path, readonly_dir, ca
         assert main(args) == 2, args
         assert message in last_error(capsys), args
     assert not (readonly_dir / "run").exists() and not (readonly_dir / "data").exists()
+
+
+def test_outputs_that_cannot_be_files_are_refused_before_any_work(data_dir, tmp_path, readonly_dir, capsys):
+    """sample, eval, bench and frontier check --out (and --table, --plot, ...) first: a directory, a path below a
+    file or a read-only place is one line naming the flag, and nothing is sampled or left behind."""
+    a_dir, a_file = tmp_path / "adir", tmp_path / "file"
+    a_dir.mkdir()
+    a_file.write_text("x")
+    sample = ["sample", "--model", "tiny", "--kind", "sedd", "--length", "16", "--num-samples", "2", "--steps", "2",
+              "--device", "cpu", "--out"]
+    samples = tmp_path / "s.npz"
+    assert main([*sample, str(samples)]) == 0
+    diversity = ["eval", "diversity", "--samples", str(samples), "--out"]
+    latency = ["bench", "latency", "--sedd", "tiny", "--gpt2", "tiny", "--length", "8", "--steps", "2", "--out"]
+    for args, message in [([*sample, str(a_dir)], f"--out {a_dir} is a directory; give a file name"),
+                          ([*diversity, str(a_dir)], f"--out {a_dir} is a directory"),
+                          ([*diversity, str(tmp_path / "d.json"), "--table", str(a_dir)], f"--table {a_dir} is a"),
+                          ([*latency, str(a_dir)], f"--out {a_dir} is a directory"),
+                          ([*sample, str(a_file / "s.npz")], f"{a_file} is a file, not a directory"),
+                          ([*sample, str(readonly_dir / "s.npz")], str(readonly_dir)),
+                          ([*diversity, str(readonly_dir / "d.json")], str(readonly_dir))]:
+        assert main(args) == 2, args
+        assert message in last_error(capsys), args
+    assert sorted(p.name for p in a_dir.iterdir()) == []  # no shards of a refused sampling run
+    assert not list(tmp_path.glob("adir.*")) and not (tmp_path / "d.json").exists()
+    assert main(["train", "--preset", "cpu-tiny", "--data", str(data_dir), "--out", str(tmp_path / "run"),
+                 "--device", "bogus"]) == 2
+    assert "device" in last_error(capsys) and not (tmp_path / "run").exists()
 
 
 def test_bad_training_options_are_one_line(data_dir, tmp_path, capsys):

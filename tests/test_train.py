@@ -215,6 +215,7 @@ def test_two_process_gloo_ddp_equals_one_process(data_dir, tmp_path):
 
 def test_exports_load_with_from_pretrained(data_dir, tmp_path):
     from pysedd.ar import load_ar_model
+    from pysedd.loader import load
     from pysedd.model import SEDD
 
     sedd = tiny(data_dir, tmp_path / "sedd", steps=2, ckpt_every=0)
@@ -226,6 +227,10 @@ def test_exports_load_with_from_pretrained(data_dir, tmp_path):
     assert train(gpt2) == 0
     ar = load_ar_model(str(Path(gpt2.out) / "export"))
     assert ar.config.n_embd == 32 and ar.config.n_layer == 1 and ar.config.vocab_size == 50257
+    # --init-from takes what the loader takes: here both run directories themselves (their exports, EMA weights)
+    for run, kind in ((sedd, "sedd"), (gpt2, "gpt2")):
+        again = Trainer(tiny(data_dir, tmp_path / f"again-{kind}", model=kind, init_from=run.out))
+        assert torch.equal(next(again.model.parameters()), next(load(run.out, kind, "cpu").model.parameters()))
 
 
 def test_bad_inputs(data_dir, tmp_path, capsys):

@@ -13,6 +13,7 @@ import torch
 from .. import results as records
 from ..defaults import LATENCY
 from ..errors import UserError
+from ..io import atomic_path, atomic_write_text, require_output_files
 
 # Named setups; command-line flags override their fields.
 SETUPS = {
@@ -67,6 +68,7 @@ def add_parser(subparsers) -> None:
 
 
 def resolve(args) -> dict:
+    require_output_files(args, "out", "table", "plot")
     cfg = dict(DEFAULTS, **(SETUPS[args.setup] if args.setup else {}))
     for key in ("sedd", "gpt2", "length", "batch_size", "steps", "repeats", "fhs"):
         if getattr(args, key) is not None:
@@ -96,7 +98,6 @@ def measure(fn, warmup: int, repeats: int, batch_tokens: int, desc: str) -> dict
 
 def run_latency(args: argparse.Namespace) -> int:
     from ..ar import ar_sample
-    from ..io import atomic_write_text
     from ..sampling import fhs_sample, pc_sample
     from ..loader import load, pick_device
     from .sample import device_name
@@ -184,7 +185,6 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_path
 
     steps = [r for r in result["results"] if r["model"] == "sedd" and r["steps"]]
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -80,4 +80,4 @@ def configs_from_args(args):
 def run(args) -> int:
     from ..train.distill import distill
 
-    return distill(*configs_from_args(args))
+    return distill(*configs_from_args(args), stop=args.stop_request)

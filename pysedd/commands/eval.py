@@ -12,6 +12,8 @@ from pathlib import Path
 from .. import results as records
 from ..defaults import DIVERSITY, GEN_PPL, LM_EVAL, MAUVE, ZERO_SHOT
 from ..errors import UserError
+from ..io import require_output_files
+from ..ops.categorical import CATEGORICAL
 from . import Renamed
 
 EXAMPLES = """examples:
@@ -151,6 +153,9 @@ def add_parser(subparsers) -> None:
     m.add_argument("--gen-len", type=int, default=MAUVE["gen_len"])
     m.add_argument("--canvas", type=int, default=MAUVE["canvas"], help="SEDD canvas: 100 (gen-100) or 1024 (gen-1024)")
     m.add_argument("--steps", type=int, default=MAUVE["steps"], help=f"SEDD sampling steps (default {MAUVE['steps']})")
+    m.add_argument("--categorical", choices=CATEGORICAL, default=CATEGORICAL[0],
+                   help="SEDD's categorical draw: float64 (default, the exact law) or reference (the official "
+                   "sampler's float32 Gumbel-max, which the paper's numbers come from)")
     m.add_argument("--num-prompts", "--n-prompts", action=Renamed, type=int, default=MAUVE["num_prompts"],
                    help=f"prompts used (default {MAUVE['num_prompts']})")
     m.add_argument("--samples-per-prompt", type=int, default=1,
@@ -184,6 +189,11 @@ def _at_least(args, low: int, *names: str) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
 
 
+def _draws(paths: list[str], metas: list[dict]) -> dict:
+    """Which categorical draw made each sample file (`pysedd sample --categorical`; None for GPT-2's samples)."""
+    return {path: meta.get("categorical") for path, meta in zip(paths, metas)}
+
+
 def _model_info(lm) -> dict:
     return {"kind": lm.kind, "source": lm.source, "fingerprint": lm.fingerprint, "max_length": lm.max_length, **lm.extra}
 
@@ -202,6 +212,7 @@ def run_zero_shot(args) -> int:
     from ..eval.common import load_model
     from ..tokenizer import get_tokenizer
 
+    require_output_files(args, "out", "table")
     files = _key_values(args.data_file, "--data-file")
     unknown = sorted(set(files) - set(args.datasets))
     if unknown:
@@ -247,6 +258,7 @@ def run_lm_eval(args) -> int:
     from ..eval.common import load_model, settings_hash
     from ..eval.local_tasks import DEFAULT_FILES, check_task
 
+    require_output_files(args, "out", "table")
     files = _key_values(args.task_file, "--task-file")
     for task in [*args.tasks, *files]:
         check_task(task)
@@ -287,6 +299,7 @@ def run_gen_ppl(args) -> int:
     from ..eval.common import load_model, load_samples, setting_name
     from ..tokenizer import get_tokenizer
 
+    require_output_files(args, "out", "table")
     _at_least(args, 1, "batch_size", "limit")
     settings = gen_ppl.GenPPLSettings(modes=tuple(args.modes), batch_size=args.batch_size,
                                       min_entropy=args.min_entropy, limit=args.limit)
@@ -296,7 +309,7 @@ def run_gen_ppl(args) -> int:
     results = [gen_ppl.evaluate_samples(judge, s, meta, fp, settings, tokenizer, args.out, resume=not args.no_resume,
                                         progress=not args.quiet) for s, meta, fp in inputs]
     result = {"evaluation": "gen-ppl", "judge": _model_info(judge), "settings": dataclasses.asdict(settings),
-              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes}, "protocol": gen_ppl.protocol(settings),
+              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes}, "protocol": {**gen_ppl.protocol(settings), "categorical": _draws(args.samples, [m for _, m, _ in inputs])},
               "results": {path: r for path, r in zip(args.samples, results)}}
     result["record"] = records.record("gen-ppl", [records.GenPPL(
         setting_name(r["samples"]["meta"], path), r["gen_ppl"], r["primary_mode"], records.stat(r["unigram_entropy"]))
@@ -308,6 +321,7 @@ def run_diversity(args) -> int:
     from ..eval import diversity
     from ..eval.common import load_samples, load_token_blocks, setting_name
 
+    require_output_files(args, "out", "table")
     if not args.samples and not args.reference:
         raise UserError("give --samples and/or --reference")
     _at_least(args, 1, "window", "reference_limit", "length", "repetition_ngram")
@@ -336,7 +350,9 @@ def run_diversity(args) -> int:
                                                       "reference_length": length, "reference_limit": limit,
                                                       "reference_split": args.split,
                                                       "repetition_ngram": args.repetition_ngram},
-              "protocol": diversity.protocol(args.window, args.repetition_ngram), "results": entries}
+              "protocol": {**diversity.protocol(args.window, args.repetition_ngram),
+                           "categorical": _draws(args.samples, [m for _, m, _ in sample_sets])},
+              "results": entries}
     result["record"] = records.record("diversity", [records.Diversity(
         name, records.stat(m["unique_unigram_fraction"]), records.stat(m["unigram_entropy"]),
         records.stat(m[f"repetition_rate_{args.window}_{args.repetition_ngram}gram"]),
@@ -349,6 +365,7 @@ def run_mauve(args) -> int:
     from ..eval.common import load_model, load_samples, setting_name
     from ..tokenizer import get_tokenizer
 
+    require_output_files(args, "out", "table")
     if (args.model is None) == (args.samples is None):
         raise UserError("give exactly one of --model (generate here) or --samples (pre-generated)")
     _at_least(args, 1, "max_text_length", "num_buckets", "batch_size", "num_prompts", "samples_per_prompt", "steps")
@@ -356,7 +373,8 @@ def run_mauve(args) -> int:
                                         n_prompts=args.num_prompts, samples_per_prompt=args.samples_per_prompt,
                                         seed=args.seed, mauve_seeds=tuple(args.mauve_seeds), num_buckets=args.num_buckets,
                                         steps=args.steps, batch_size=args.batch_size, field=args.field,
-                                        features=args.features, max_text_length=args.max_text_length)
+                                        features=args.features, max_text_length=args.max_text_length,
+                                        categorical=args.categorical)
     tokenizer = get_tokenizer(args.tokenizer)
     refs, prompt_info = mauve_eval.load_prompts(args.prompts, settings, tokenizer)
     device = _device(args)
@@ -372,6 +390,10 @@ def run_mauve(args) -> int:
     judge = load_model(args.judge, "gpt2", device)
     metrics = mauve_eval.evaluate(lm, judge, refs, settings, args.out, samples=samples, resume=not args.no_resume,
                                   progress=not args.quiet, tokenizer=tokenizer)
+    if lm is not None:
+        metrics["protocol"]["categorical"] = settings.categorical if lm.kind == "sedd" else None
+    else:
+        metrics["protocol"]["categorical"] = meta.get("categorical")
     if lm is not None:
         setting = f"gen-{settings.canvas}" if lm.kind == "sedd" else "AR"
         name = f"{lm.source} ({setting})"

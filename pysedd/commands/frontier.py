@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..io import atomic_write_text, require_output_files
+from ..ops.categorical import CATEGORICAL
 
 GEN_PPL_MODE = "b"  # exp of the mean over samples of each sample's mean NLL of tokens 2..L (pysedd eval gen-ppl's default)
 
@@ -43,6 +45,9 @@ def add_parser(sub) -> None:
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 gives steadier CPU timings)")
     q.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available)")
     q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    q.add_argument("--categorical", choices=CATEGORICAL, default=CATEGORICAL[0],
+                   help="SEDD's categorical draw: float64 (default, the exact law) or reference (the official "
+                   "sampler's float32 Gumbel-max)")
     q.add_argument("--out", required=True, help="result JSON")
     q.add_argument("--table", default=None, help="also write a markdown table (with the plot beside it when --plot)")
     q.add_argument("--html", default=None, help="also write a self-contained HTML page (table + plot)")
@@ -51,6 +56,7 @@ def add_parser(sub) -> None:
 
 
 def check(args) -> None:
+    require_output_files(args, "out", "table", "html", "plot")
     for name in ("num_samples", "length", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -99,7 +105,6 @@ def judge_scores(judge, samples: torch.Tensor, batch: int) -> dict:
 
 def run_frontier(args: argparse.Namespace) -> int:
     from ..ar import ar_sample
-    from ..io import atomic_write_text
     from ..loader import load, pick_device
     from ..report import frontier_plot, frontier_table
     from ..results import record
@@ -134,15 +139,17 @@ def run_frontier(args: argparse.Namespace) -> int:
     model, graph, noise = load_sedd(args.sedd)
     for steps in args.steps:
         point("SEDD analytic", f"T={steps}", args.sedd, lambda b, i, steps=steps, m=model: pc_sample(
-            m, graph, noise, b, L, steps, "analytic", generator=seeded(i)), steps=steps)
+            m, graph, noise, b, L, steps, "analytic", generator=seeded(i), categorical=args.categorical), steps=steps)
     for k in args.fhs_k:
         point("SEDD first-hitting", "exact" if k == 1 else f"k={k}", args.sedd, lambda b, i, k=k, m=model: fhs_sample(
-            m, graph, noise, b, L, tokens_per_call=k, generator=seeded(i)), tokens_per_call=k)
+            m, graph, noise, b, L, tokens_per_call=k, generator=seeded(i), categorical=args.categorical),
+            tokens_per_call=k)
     del model
     for path, steps in students:
         student, sgraph, snoise = load_sedd(path)
         point("SEDD distilled", f"T={steps}", path, lambda b, i, m=student: pc_sample(
-            m, sgraph, snoise, b, L, steps, "analytic", generator=seeded(i)), steps=steps)
+            m, sgraph, snoise, b, L, steps, "analytic", generator=seeded(i), categorical=args.categorical),
+            steps=steps)
         del student
     gpt2 = None
     if args.gpt2 and args.gpt2.lower() != "none":
@@ -163,7 +170,7 @@ def run_frontier(args: argparse.Namespace) -> int:
                   batch_size=B, seed=args.seed, judge=args.judge, sedd=args.sedd, gpt2=gpt2,
                   gen_ppl_mode=GEN_PPL_MODE, latency="device-synchronised sampling time / samples, after one "
                   "warm-up call; judge scoring not included",
-                  sedd_precision="bf16 autocast" if device.type == "cuda" else "fp32",
+                  sedd_precision="bf16 autocast" if device.type == "cuda" else "fp32", categorical=args.categorical,
                   created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), results=rows)
     points = points_of(result)
     result["record"] = record("frontier", points)

@@ -14,6 +14,8 @@ import torch
 
 from ..defaults import UNCONDITIONAL
 from ..errors import UserError
+from ..io import atomic_path, require_output_files
+from ..ops.categorical import CATEGORICAL
 from ..hub import KINDS
 
 
@@ -45,7 +47,7 @@ def add_parser(subparsers) -> None:
     g.add_argument("--cache", choices=("off", "exact", "approximate"), default="off",
                    help="skip network calls when nothing changed: off (default), exact (models that ignore sigma), "
                    "approximate (absorb; reuses a sigma-conditioned output, see bench/cache_error.py)")
-    g.add_argument("--categorical", choices=("float64", "reference"), default="float64",
+    g.add_argument("--categorical", choices=CATEGORICAL, default=CATEGORICAL[0],
                    help="categorical draw: float64 (default, the exact law) or reference (the official sampler's "
                         "float32 Gumbel-max and loop, which the paper's SEDD numbers come from; see docs/sampling.md)")
     g.add_argument("--tokens-per-call", type=int, default=1, help="fhs: tokens unmasked per call (default 1 = exact)")
@@ -176,6 +178,7 @@ def read_prompts(path: str, prompt_len: int) -> np.ndarray:
 
 # -- the command -----------------------------------------------------------------------------------------------
 def check_args(args) -> None:
+    require_output_files(args, "out")
     for name in ("num_samples", "length", "batch_size", "steps", "prompt_len", "gen_len", "tokens_per_call"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -188,7 +191,6 @@ def check_args(args) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..ar import ar_sample
     from ..eval.common import ShardCache
-    from ..io import atomic_path
     from ..loader import detect_kind, load, pick_device
     from ..sampling import Conditioning, fhs_sample, pc_sample
 

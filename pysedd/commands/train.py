@@ -90,12 +90,6 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from pysedd.train.trainer import StopRequest
+    from pysedd.train import train
 
-    stop = StopRequest()  # first: a SIGTERM/SIGUSR1 while data and model load is answered, not fatal
-    try:
-        from pysedd.train import train
-
-        return train(config_from_args(args), stop)
-    finally:
-        stop.restore()
+    return train(config_from_args(args), args.stop_request)

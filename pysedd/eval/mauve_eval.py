@@ -49,6 +49,7 @@ class MauveSettings:
     features: str = "text"  # "text": mauve-text's own featurisation of decoded text (the paper); "ids": raw token ids
     max_text_length: int = 100  # text features: mauve-text truncates the re-tokenised text to this many tokens
     steps: int = 100  # SEDD sampler steps
+    categorical: str = "float64"  # SEDD's categorical draw (pysedd.ops.categorical.CATEGORICAL)
     batch_size: int = 16
     shard_size: int = 64  # prompts per resumable generation shard
     field: str = "text"
@@ -101,7 +102,7 @@ def generate(lm: LoadedModel, prompts: torch.Tensor, settings: MauveSettings, se
     prompts = prompts.to(lm.device)
     generator = torch.Generator(device=lm.device).manual_seed(seed)
     out = pc_sample(lm.model, lm.graph, lm.noise, len(prompts), settings.canvas, settings.steps, generator=generator,
-                    conditioning=Conditioning.prefix(prompts.tolist()))
+                    conditioning=Conditioning.prefix(prompts.tolist()), categorical=settings.categorical)
     return out.samples[:, : settings.prompt_len + settings.gen_len].cpu()
 
 
@@ -211,6 +212,7 @@ def evaluate(lm: LoadedModel | None, judge: LoadedModel, refs: np.ndarray, setti
         cache = ShardCache(out_path, {"eval": "mauve-generations", "model": lm.fingerprint, "kind": lm.kind,
                                       "prompts_sha256": hashlib.sha256(prompts.tobytes()).hexdigest(),
                                       "P": P, "G": G, "canvas": settings.canvas, "steps": settings.steps,
+                                      "categorical": settings.categorical,
                                       "seed": settings.seed, "shard_size": settings.shard_size,
                                       "batch_size": settings.batch_size}, enabled=resume)
         starts = list(range(0, len(prompts), settings.shard_size))

@@ -1,8 +1,8 @@
 """Training SEDD and the GPT-2 baseline (see trainer.py for the reproducibility contract and exit codes)."""
 from pysedd.train.config import PRESETS, TrainConfig
 from pysedd.train.ema import EMA
-from pysedd.train.models import build_objective, matching_gpt2_config, sedd_config
+from pysedd.train.models import build_objective, sedd_config
 from pysedd.train.trainer import EXIT_NONFINITE, EXIT_PREEMPTED, Trainer, train
 
 __all__ = ["EMA", "EXIT_NONFINITE", "EXIT_PREEMPTED", "PRESETS", "TrainConfig", "Trainer", "build_objective",
-           "matching_gpt2_config", "sedd_config", "train"]
+           "sedd_config", "train"]

@@ -442,10 +442,11 @@ def round_dir(out: str | Path, r: int) -> Path:
     return Path(out) / f"round-{r}"
 
 
-def distill(cfg: DistillConfig, train_cfg) -> int:
+def distill(cfg: DistillConfig, train_cfg, stop=None) -> int:
     """Runs the rounds (skipping finished ones); each round's run directory is RUN/round-r with the trainer's
     checkpoints, metrics.jsonl and export/ (the student, loadable with SEDD.from_pretrained, plus distill.json).
-    Returns the trainer's exit code (75 when preempted: run again to resume)."""
+    Returns the trainer's exit code (75 when preempted: run again to resume). `stop`: a `pysedd.signals.StopRequest`
+    shared by every round (the CLI installs it first), else each round's trainer installs its own."""
     from pysedd.graph import get_graph
     from pysedd.model import SEDD
     from pysedd.noise import get_noise
@@ -480,7 +481,7 @@ def distill(cfg: DistillConfig, train_cfg) -> int:
                 return DistillObjective(SEDD.from_pretrained(teacher_path), teacher, graph, noise, teacher_steps,
                                         cfg.divergence, cfg.eps)
 
-            trainer = Trainer(dataclasses.replace(train_cfg, out=str(out)), build=build)  # checks data and teacher
+            trainer = Trainer(dataclasses.replace(train_cfg, out=str(out)), stop, build)  # checks data and teacher
             print(f"pysedd distill: round {r}: {teacher_steps} teacher steps -> {teacher_steps // 2} student steps",
                   file=sys.stderr)
             try:

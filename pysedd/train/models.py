@@ -59,33 +59,20 @@ def sedd_config(size: str, seq_len: int, graph: str = "absorb", noise: str | Non
     return SEDDConfig.preset(size, graph=graph, noise=noise, length=seq_len, **model_overrides)
 
 
-# SEDD presets whose GPT-2 counterpart in pysedd.ar.GPT2_PRESETS has another name (same width, depth and heads)
-GPT2_PRESET_FOR = {"large-1.45b": "large-1.3b"}
-
-
-def matching_gpt2_config(size: str, seq_len: int, **model_overrides):
-    """A GPT2Config with exactly the width, depth, heads and dropout of the SEDD model of ``size`` (with the same
-    overrides): small = GPT-2 small 768×12×12, medium = GPT-2 medium 1024×24×16; ``n_positions`` = seq_len."""
-    from pysedd.ar import gpt2_config
-
-    m = sedd_config(size, seq_len, **model_overrides).model
-    return gpt2_config(GPT2_PRESET_FOR.get(size, size), n_positions=seq_len, n_embd=m.hidden_size,
-                       n_layer=m.n_blocks, n_head=m.n_heads, resid_pdrop=m.dropout, embd_pdrop=m.dropout,
-                       attn_pdrop=m.dropout)
-
-
 def build_objective(cfg, seq_len: int) -> nn.Module:
     """The objective module for a TrainConfig (fresh weights, or ``cfg.init_from``)."""
-    if cfg.model == "gpt2":
-        if cfg.init_from:
-            from pysedd.ar import load_ar_model
+    from pysedd.loader import load
 
-            model = load_ar_model(cfg.init_from)
+    if cfg.model == "gpt2":
+        if cfg.init_from:  # any form the loader takes: hub id, model directory, pysedd run directory
+            model = load(cfg.init_from, "gpt2", "cpu").model
             positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
             if positions < seq_len:
                 raise UserError(f"{cfg.init_from} handles {positions} positions < seq_len {seq_len}")
         else:
             from transformers import GPT2LMHeadModel
+
+            from pysedd.ar import matching_gpt2_config
 
             model = GPT2LMHeadModel(matching_gpt2_config(cfg.size, seq_len, **cfg.model_overrides()))
         return GPT2Objective(model)
@@ -95,11 +82,11 @@ def build_objective(cfg, seq_len: int) -> nn.Module:
     from pysedd.noise import get_noise
 
     if cfg.init_from:
-        model = SEDD.from_pretrained(cfg.init_from)
-        config = model.config
+        lm = load(cfg.init_from, "sedd", "cpu")
+        model, graph, noise = lm.model, lm.graph, lm.noise
     else:
         config = sedd_config(cfg.size, seq_len, cfg.graph, cfg.noise, **cfg.model_overrides())
-        model = SEDD(config)
-    if config.model.length < seq_len:
-        raise UserError(f"the SEDD model handles {config.model.length} positions < seq_len {seq_len}")
-    return SEDDObjective(model, get_graph(config.graph.type, config.tokens), get_noise(config.noise), cfg.fused_loss)
+        model, graph, noise = SEDD(config), get_graph(config.graph.type, config.tokens), get_noise(config.noise)
+    if model.config.model.length < seq_len:
+        raise UserError(f"the SEDD model handles {model.config.model.length} positions < seq_len {seq_len}")
+    return SEDDObjective(model, graph, noise, cfg.fused_loss)

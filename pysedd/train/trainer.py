@@ -25,7 +25,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch.distributed as dist
 from pysedd.io import LOCK_NAME, DirLock, atomic_dir, atomic_write_text, remove_stale_temps
 from pysedd.data import PackedDataset
 from pysedd.errors import UserError
+from pysedd.signals import StopRequest
 from pysedd import checkpoint as ckpt
 from pysedd.train.config import TrainConfig
 from pysedd.train.ema import EMA
@@ -43,7 +43,6 @@ from pysedd.train.models import build_objective
 
 EXIT_NONFINITE = 3
 EXIT_PREEMPTED = 75
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 def seed_for(*parts: int) -> int:
@@ -123,24 +122,6 @@ class _Distributed:
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-
-
-class StopRequest:
-    """Remembers SIGTERM/SIGUSR1 so that the trainer finishes the current step, checkpoints and exits.
-
-    `pysedd train` installs it before anything slow (data, model build, resume), so a signal during start-up is
-    answered too: exit 75 before the first step, with nothing to checkpoint."""
-
-    def __init__(self):
-        self.signal = None
-        self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
-
-    def _handle(self, signum, frame):
-        self.signal = signum
-
-    def restore(self) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 class _Metrics:
