@@ -5,6 +5,10 @@ The paper-related settings take the paper's values (Deschenaux & Gulcehre 2024, 
 MAUVE on 1000 prompts with 1024 SEDD steps, 1024 unconditional samples of 1024 tokens, latency over 20 repeats of
 batch 1 x 1024 tokens. Batch sizes are throughput settings only (results do not depend on them)."""
 
+# SEDD's categorical draw (`--categorical` of sample, eval mauve and bench frontier; pysedd.ops.categorical): the first
+# is the default, the exact law; "reference" is the official sampler's float32 draw (docs/sampling.md).
+CATEGORICAL = ("float64", "reference")
+
 # `pysedd eval zero-shot` / config `zero_shot.options`: K = 128 stratified draws of t per chunk
 # (docs/evaluation-protocol.md: enough that the Monte-Carlo noise is small against the gaps the table reports).
 ZERO_SHOT = dict(mc_samples=128, batch_size=8, seed=0)
@@ -38,16 +42,17 @@ LATENCY = dict(steps=[64, 128, 256, 512, 1024], batch_size=1, length=1024, repea
 ANCESTRAL = {"ancestral": {"top_k": 0}}  # GPT-2's sampling settings when none are configured
 WORKFLOW = {
     **{f"zero_shot.options.{k}": ZERO_SHOT[k] for k in ("mc_samples", "batch_size", "seed")},
-    **{f"lm_eval.options.{k}": LM_EVAL[k] for k in ("mc_samples", "batch_size", "seed")},
+    **{f"lm_eval.options.{k}": LM_EVAL[k] for k in ("mc_samples", "batch_size", "seed", "eos_framing")},
     **{f"unconditional.{k}": UNCONDITIONAL[k] for k in ("num_samples", "length", "batch_size", "seed")},
     "unconditional.sedd.sampler": UNCONDITIONAL["sampler"],
     "unconditional.sedd.steps": [UNCONDITIONAL["steps"]],
     "unconditional.gpt2": ANCESTRAL,
     "gen_ppl.batch_size": GEN_PPL["batch_size"],
-    "diversity.window": DIVERSITY["window"],
+    **{f"diversity.{k}": DIVERSITY[k] for k in ("window", "repetition_ngram")},
     "mauve.prompts.num_prompts": MAUVE["num_prompts"],
     "mauve.seeds": MAUVE["mauve_seeds"],
-    **{f"mauve.{k}": MAUVE[k] for k in ("prompt_len", "gen_len", "sampler", "steps", "batch_size", "seed")},
+    **{f"mauve.{k}": MAUVE[k] for k in ("prompt_len", "gen_len", "sampler", "steps", "batch_size", "seed", "features",
+                                        "max_text_length")},
     "mauve.gpt2": ANCESTRAL,
     "mauve.canvases": [100, 1024],  # the paper's gen-100 and gen-1024 columns
     "diversity.reference": "heldout",  # Table 4's real-text row: the training corpus's held-out split

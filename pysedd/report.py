@@ -545,6 +545,42 @@ def frontier_plot(points: list, path: str | Path) -> None:
     plt.close(fig)
 
 
+def run_settings(table_id: str, config: dict) -> str:
+    """The settings `config` used for a table, stated beside the paper's caption (which describes the paper's setup),
+    so that a run with fewer prompts, seeds or samples never reads as the paper's protocol."""
+    def opt(key, default="default"):
+        try:
+            return get(config, key)
+        except KeyError:
+            return default
+
+    draws = "categorical draws {}".format
+    if table_id == "table1":
+        return f"{opt('zero_shot.options.mc_samples')} stratified draws of t per chunk for SEDD's bound"
+    if table_id == "table2":
+        return (f"{opt('lm_eval.options.mc_samples')} draws of t per request for SEDD, EOS framing "
+                f"{opt('lm_eval.options.eos_framing')}")
+    if table_id in ("table3", "table4"):
+        text = (f"{opt('unconditional.num_samples')} samples of {opt('unconditional.length')} tokens; SEDD "
+                f"{opt('unconditional.sedd.sampler')} sampler, {draws(opt('unconditional.sedd.categorical', 'float64'))}")
+        if table_id == "table3":
+            return f"{text}; judge {opt('judge', 'not set')}"
+        return (f"{text}; repetition window {opt('diversity.window')}, paper column "
+                f"{opt('diversity.repetition_ngram')}-grams")
+    if table_id in ("table5", "table6"):
+        seeds = _list(opt("mauve.seeds"))
+        return (f"{opt('mauve.prompts.num_prompts')} prompts of {opt('mauve.prompt_len')} tokens, "
+                f"{opt('mauve.gen_len')}-token continuations, SEDD canvases {'/'.join(map(str, _list(opt('mauve.canvases'))))}"
+                f" with {opt('mauve.sampler')} sampling and {draws(opt('mauve.categorical', 'float64'))}; MAUVE on "
+                f"{opt('mauve.features')} features (max {opt('mauve.max_text_length')} tokens), {len(seeds)} k-means "
+                f"seed(s); judge {opt('judge', 'not set')}")
+    if table_id == "table7":
+        return (f"batch {opt('latency.batch_size')} × {opt('latency.length')} tokens, {opt('latency.repeats')} timed "
+                f"runs after {opt('latency.warmup')} warm-up(s); SEDD {opt('latency.sedd') or 'tiny'}, GPT-2 "
+                f"{opt('latency.gpt2') or 'tiny'}")
+    return ""
+
+
 def build(results: str | Path, config: dict) -> tuple[list[Rendered], bool, list[PlannedTable]]:
     """The rendered tables of the results of `config`; with the paper beside when any paper cell is planned."""
     results = Path(results)
@@ -553,7 +589,12 @@ def build(results: str | Path, config: dict) -> tuple[list[Rendered], bool, list
     planned = plan(config)
     with_paper = any(c.path for p in planned for c in p.paper_cells())
     cache: dict = {}
-    return [render(results, p, with_paper, cache) for p in planned], with_paper, planned
+    tables = [render(results, p, with_paper, cache) for p in planned]
+    for t in tables:
+        settings = run_settings(t.name, config)
+        if settings:
+            t.caption = f"Paper: {t.caption} This run: {settings}."
+    return tables, with_paper, planned
 
 
 def write_report(results: str | Path, config: dict, out: str | Path, tables_dir: str | Path | None = None,

@@ -84,6 +84,40 @@ def test_every_rendered_command_parses_with_canonical_flags(tmp_path, configfile
         assert "deprecated" not in err, f"{shlex.join(argv)} uses a deprecated spelling: {err}"
 
 
+def test_paper_config_states_the_evaluation_protocol(tmp_path):
+    """config/paper.yaml states the protocol settings the CLI would otherwise default silently, and each reaches its
+    command as a flag: SEDD's lm-eval EOS framing (not GPT-2's: lm-eval's hf framing), MAUVE's text features of 100
+    tokens, the 3-gram repetition column."""
+    config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    assert config["lm_eval"]["options"]["eos_framing"] == "both"
+    assert (config["mauve"]["features"], config["mauve"]["max_text_length"]) == ("text", 100)
+    assert config["diversity"]["repetition_ngram"] == 3
+    assert config["unconditional"]["sedd"]["categorical"] == config["mauve"]["categorical"] == "float64"
+    commands = [shlex.split(c.split(" > ")[0]) for c in rendered_commands(tmp_path, "config/paper.yaml")]
+
+    def flag(argv, name):
+        return argv[argv.index(name) + 1] if name in argv else None
+
+    lm_eval = [a for a in commands if a[a.index("pysedd") + 1:a.index("pysedd") + 3] == ["eval", "lm-eval"]]
+    mauve = [a for a in commands if a[a.index("pysedd") + 1:a.index("pysedd") + 3] == ["eval", "mauve"]]
+    diversity = [a for a in commands if a[a.index("pysedd") + 1:a.index("pysedd") + 3] == ["eval", "diversity"]]
+    assert len(lm_eval) == 5 and len(mauve) == 22 and len(diversity) == 7
+    assert {(flag(a, "--kind"), flag(a, "--eos-framing")) for a in lm_eval} == {("sedd", "both"), ("gpt2", None)}
+    assert {(flag(a, "--features"), flag(a, "--max-text-length")) for a in mauve} == {("text", "100")}
+    assert {flag(a, "--repetition-ngram") for a in diversity} == {"3"}
+
+
+def test_protocol_defaults_are_the_clis(capsys):
+    """The workflow's defaults of the protocol settings are the values the CLI takes when the flag is left out."""
+    lm_eval, _ = parse(["eval", "lm-eval", "--model", "m", "--out", "o"], capsys)
+    mauve, _ = parse(["eval", "mauve", "--prompts", "p", "--out", "o"], capsys)
+    diversity, _ = parse(["eval", "diversity", "--out", "o"], capsys)
+    assert lm_eval.eos_framing == defaults.WORKFLOW["lm_eval.options.eos_framing"] == "both"
+    assert (mauve.features, mauve.max_text_length) == \
+        (defaults.WORKFLOW["mauve.features"], defaults.WORKFLOW["mauve.max_text_length"]) == ("text", 100)
+    assert diversity.repetition_ngram == defaults.WORKFLOW["diversity.repetition_ngram"] == 3
+
+
 # (command, old argv, new argv): each old spelling of docs/cli.md's table and its canonical name
 RENAMES = [
     (["train", "--out", "o"], ["--model", "gpt2"], ["--kind", "gpt2"]),

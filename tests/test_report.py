@@ -118,6 +118,13 @@ def test_report_of_a_paper_scale_run_shows_the_paper_beside_each_cell(tmp_path):
     assert [r[0] for r in t5.rows] == ["GPT-2 (reg)", "GPT-2 (top-p 0.95)", "GPT-2 (top-k 50)", "SEDD (128 steps)",
                                        "SEDD (256 steps)", "SEDD (512 steps)", "SEDD (1024 steps)"]
     assert len(t5.header) == 4 and len(tables["table6"].rows) == 7
+    # captions: the paper's setup, then what this config ran (read back from the config, not the paper)
+    mauve = config["mauve"]
+    assert t5.caption.startswith("Paper: ") and (
+        f"This run: {mauve['prompts']['num_prompts']} prompts of {mauve['prompt_len']} tokens" in t5.caption)
+    assert f"{len(mauve['seeds'])} k-means seed(s)" in t5.caption
+    assert f"{config['unconditional']['num_samples']} samples of {config['unconditional']['length']} tokens" in \
+        tables["table3"].caption
     t7 = tables["table7"]
     assert t7.rows[0][2] == "4.50× · 4.50× · +0.0% ✓"  # 9.0 s / 2.0 s against the abstract's 4.5x
     text = (tmp_path / "report.md").read_text()

@@ -186,6 +186,28 @@ def test_rerun_only_what_changed(finished_copy, tmp_path):
                         snakefile=snakefile) == {}
 
 
+# what any change of the resolved config reruns besides the jobs it reaches: its record and the report
+RECORD = {"config_record": 1, "report": 1, "all": 1}
+
+
+@pytest.mark.parametrize("edit, expected", [
+    # stating the defaults (pysedd/defaults.py) explicitly, as config/paper.yaml does, changes nothing
+    (lambda c: (c["lm_eval"]["options"].update(eos_framing="both"), c["diversity"].update(repetition_ngram=3),
+                c["mauve"].update(features="text", max_text_length=100)), {}),
+    # lm-eval's EOS framing is SEDD's only: SEDD's lm-eval job, not GPT-2's
+    (lambda c: c["lm_eval"]["options"].update(eos_framing="none"), {**RECORD, "lm_eval": 1}),
+    # the repetition n-gram: the diversity of every sample set and of the real-text row, never the samples
+    (lambda c: c["diversity"].update(repetition_ngram=2), {**RECORD, "diversity": 4, "diversity_data": 1}),
+    # MAUVE's features: MAUVE only, never the prompted samples
+    (lambda c: c["mauve"].update(features="ids"), {**RECORD, "mauve": 3}),
+    (lambda c: c["mauve"].update(max_text_length=50), {**RECORD, "mauve": 3}),
+], ids=["defaults-stated", "eos_framing", "repetition_ngram", "features", "max_text_length"])
+def test_protocol_settings_rerun_only_their_evaluation(finished_copy, tmp_path, edit, expected):
+    configfile = write_config(tmp_path / "p.yaml", edit)
+    assert planned_jobs(finished_copy, "--configfile", str(configfile),
+                        snakefile=finished_copy / "Snakefile") == expected
+
+
 @pytest.mark.parametrize("path, old, new, expected", [
     # comments and docstrings never count, wherever they are
     ("pysedd/hub.py", '"""', '"""An edited docstring. ', {}),
@@ -323,6 +345,12 @@ def test_prepare_offline_names_what_is_missing(tmp_path):
                           "--verify"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert bad.returncode == 1
     assert "model pysedd-test/not-cached" in bad.stderr and "file resources/webtext.test.jsonl" in bad.stderr, bad.stderr
+    # the paper config's local corpus files (no source to fetch them from) are named too
+    paper = subprocess.run([sys.executable, str(script), str(REPO / "config" / "paper.yaml"), "--verify"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert paper.returncode == 1
+    for path in ("ptb.test.txt", "lm1b.test.txt", "openwebtext.txt", "openwebtext-train.txt"):
+        assert f"file resources/{path}" in paper.stderr, paper.stderr
 
 
 def test_gpt2_hub_results_record_the_resolved_commit(tmp_path):

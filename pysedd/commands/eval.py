@@ -10,10 +10,9 @@ import dataclasses
 from pathlib import Path
 
 from .. import results as records
-from ..defaults import DIVERSITY, GEN_PPL, LM_EVAL, MAUVE, ZERO_SHOT
+from ..defaults import CATEGORICAL, DIVERSITY, GEN_PPL, LM_EVAL, MAUVE, ZERO_SHOT
 from ..errors import UserError
 from ..io import require_output_files
-from ..ops.categorical import CATEGORICAL
 from . import Renamed
 
 EXAMPLES = """examples:

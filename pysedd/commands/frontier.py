@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import CATEGORICAL
 from ..errors import UserError
 from ..io import atomic_write_text, require_output_files
-from ..ops.categorical import CATEGORICAL
 
 GEN_PPL_MODE = "b"  # exp of the mean over samples of each sample's mean NLL of tokens 2..L (pysedd eval gen-ppl's default)
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..defaults import UNCONDITIONAL
+from ..defaults import CATEGORICAL, UNCONDITIONAL
 from ..errors import UserError
 from ..io import atomic_path, require_output_files
-from ..ops.categorical import CATEGORICAL
 from ..hub import KINDS
 
 

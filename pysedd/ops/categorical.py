@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from pysedd.defaults import CATEGORICAL
 from pysedd.errors import UserError
-
-CATEGORICAL = ("float64", "reference")
 
 
 def check_categorical(categorical: str) -> str:

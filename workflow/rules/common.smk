@@ -197,8 +197,8 @@ def check_config():
         config_error("frontier.in_report", "the frontier needs a 'distill' block (its students) to be in the report")
     lm_data = config["lm_eval"]["local_data"]
     if lm_data not in ("heldout", "hub") and not os.path.isdir(lm_data):
-        config_error("lm_eval.local_data", f"task data directory {lm_data} does not exist "
-                     "(make it with `snakemake prepare_offline` on a login node)")
+        config_error("lm_eval.local_data", f"task data directory {lm_data} does not exist (copy the tasks' files "
+                     "there, or use `hub` after `python workflow/scripts/prepare_offline.py CONFIG` on a login node)")
     for kind in ("sedd", "gpt2"):
         chosen = config["latency"].get(kind)
         if chosen is None or chosen in MODEL_PRESETS[kind]:
@@ -343,6 +343,20 @@ def lm_eval_data(wc):
     return [f"{RESULTS}/data/lm-eval"] if local == "heldout" else [] if local == "hub" else [local]
 
 
+def lm_eval_options(name):
+    """`eval lm-eval` flags of one model: the configured options; eos_framing only for SEDD (GPT-2 always goes through
+    lm-eval's hf framing), so changing it reruns SEDD's lm-eval jobs only."""
+    options = dict(config["lm_eval"]["options"])
+    if MODELS[name]["kind"] != "sedd":
+        options.pop("eos_framing", None)
+    return options
+
+
+def diversity_options():
+    """`eval diversity` flags: everything but the real-text reference (which only the reference row depends on)."""
+    return {k: v for k, v in config["diversity"].items() if k != "reference"}
+
+
 def diversity_reference():
     """(prepared directory, split) of the real-text row of Table 4, or None."""
     name = config["diversity"]["reference"]
@@ -358,10 +372,11 @@ def diversity_reference():
 
 
 def mauve_options():
-    """MAUVE settings: the same prompts, lengths, seeds and bucket count for every model."""
+    """MAUVE settings: the same prompts, lengths, seeds, bucket count and features for every model."""
     m = config["mauve"]
     return {"num_prompts": m["prompts"]["num_prompts"], "prompt_len": m["prompt_len"], "gen_len": m["gen_len"],
-            "mauve_seeds": m["seeds"], "num_buckets": m.get("num_buckets"), "batch_size": m["batch_size"]}
+            "mauve_seeds": m["seeds"], "num_buckets": m.get("num_buckets"), "batch_size": m["batch_size"],
+            "features": m["features"], "max_text_length": m["max_text_length"]}
 
 
 def latency_options():

@@ -46,8 +46,8 @@ rule lm_eval:
         kind=lambda wc: MODELS[wc.model]["kind"],
         tasks=config["lm_eval"]["tasks"],
         data=lambda wc, input: f"--local-data {input.data}" if input.data else "",
-        options=canon(config["lm_eval"]["options"]),
-        args=flags(config["lm_eval"]["options"]),
+        options=lambda wc: canon(lm_eval_options(wc.model)),
+        args=lambda wc: flags(lm_eval_options(wc.model)),
         code=CODE["lm_eval"],
     log:
         f"{RESULTS}/logs/eval/lm-eval/{{model}}.log",
@@ -98,8 +98,8 @@ rule diversity:
         json=f"{RESULTS}/eval/diversity/{{model}}/{{setting}}.json",
         table=f"{RESULTS}/eval/diversity/{{model}}/{{setting}}.md",
     params:
-        options=config["diversity"]["window"],
-        args=flags({k: v for k, v in config["diversity"].items() if k != "reference"}),
+        options=canon(diversity_options()),
+        args=flags(diversity_options()),
         code=CODE["diversity"],
     log:
         f"{RESULTS}/logs/eval/diversity/{{model}}/{{setting}}.log",
@@ -125,7 +125,7 @@ rule diversity_data:
     params:
         split=lambda wc: diversity_reference()[1],
         options=canon(config["diversity"]),
-        args=flags({k: v for k, v in config["diversity"].items() if k != "reference"}),
+        args=flags(diversity_options()),
         code=CODE["diversity"],
     log:
         f"{RESULTS}/logs/eval/diversity/data-{{reference}}.log",

@@ -19,7 +19,8 @@ Snakemake keeps waiting for the same job, which resumes; every other failure fai
 """
 
 # train options that only change what is logged or where/how fast it runs, never the weights
-CADENCE_OPTIONS = ("log_every", "eval_every", "eval_batches", "ckpt_every", "keep_last", "nproc", "device")
+CADENCE_OPTIONS = ("log_every", "eval_every", "eval_batches", "ckpt_every", "keep_last", "nproc", "device",
+                   "micro_batch_size")
 
 
 def trajectory_options(name):

@@ -5,8 +5,10 @@ loads with the hub switched off: run it on a login node before submitting to com
     python workflow/scripts/prepare_offline.py config/paper.yaml --verify   # only verify (exit 1 naming what is missing)
 
 What a config needs: hub models (`models.*.hub` that are hub ids), hub corpora (`data`, `zero_shot.datasets`, unless
-local/heldout/demo), lm-eval's task datasets when `lm_eval.local_data: hub`, and the MAUVE prompt file
-(`mauve.prompts.path`; WebText's test set is downloaded from OpenAI's bucket). Run from the directory you will run
+local/heldout/demo), lm-eval's task datasets when `lm_eval.local_data: hub`, the MAUVE prompt file
+(`mauve.prompts.path`; WebText's test set is downloaded from OpenAI's bucket) and every file a corpus spec names by
+`path:` (`data`, `zero_shot.datasets`, `real_text`, `distill.data`) or an `lm_eval.local_data` directory: those have no
+source to fetch from, so they are only checked and named when missing. Run from the directory you will run
 Snakemake in (relative paths are resolved there); the HF cache is wherever HF_HOME points, as for the jobs.
 """
 from __future__ import annotations
@@ -44,14 +46,28 @@ def needs(config: dict) -> dict[str, list]:
     tasks = config["lm_eval"]["tasks"] if config["lm_eval"]["local_data"] == "hub" else []
     prompts = config["mauve"]["prompts"]
     files = [prompts["path"]] if prompts["source"] == "file" else []
-    return {"models": sorted(set(models)), "corpora": corpora, "tasks": tasks, "files": files}
+    return {"models": sorted(set(models)), "corpora": corpora, "tasks": tasks, "files": files + local_files(config)}
+
+
+def local_files(config: dict) -> list[str]:
+    """Corpus files and directories the config names by path (they have no source to fetch from: they are checked)."""
+    specs = [config["data"], *config["zero_shot"]["datasets"].values(), config.get("real_text"),
+             (config.get("distill") or {}).get("data")]
+    found = [p for spec in specs if isinstance(spec, dict) for p in _paths(spec.get("path"))]
+    if config["lm_eval"]["local_data"] not in ("hub", "heldout"):
+        found.append(config["lm_eval"]["local_data"])
+    return sorted(set(found))
+
+
+def _paths(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
 
 
 def fetch(need: dict) -> None:
     from huggingface_hub import snapshot_download
 
     for path in need["files"]:
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             if "webtext" not in Path(path).name:
                 sys.exit(f"prepare-offline: {path} is missing and has no known source: copy it there")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +102,7 @@ def verify(need: dict) -> list[str]:
     """What does not load with the hub off (this process must run with HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1)."""
     from huggingface_hub import snapshot_download
 
-    missing = [f"file {p}" for p in need["files"] if not os.path.isfile(p)]
+    missing = [f"file {p}" for p in need["files"] if not os.path.exists(p)]
     for repo_id in need["models"]:
         try:
             snapshot_download(repo_id, local_files_only=True)
