@@ -8,7 +8,7 @@ ROOT = Path(pysedd.__file__).parent
 
 # lowest first: a module may import modules of its own layer or of a lower one, never of a higher one
 LAYERS = [
-    {"errors", "config", "io", "checkpoint", "hub", "tokenizer", "defaults", "results", "paper"},
+    {"errors", "config", "io", "signals", "checkpoint", "hub", "tokenizer", "defaults", "results", "paper"},
     {"ops"},
     {"graph", "noise", "model"},
     {"losses", "sampling", "likelihood", "data", "ar"},
