@@ -7,9 +7,11 @@ rerun triggers can be checked after edits without running any stage. The demo DA
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -351,6 +353,24 @@ def test_prepare_offline_names_what_is_missing(tmp_path):
     assert paper.returncode == 1
     for path in ("ptb.test.txt", "lm1b.test.txt", "openwebtext.txt", "openwebtext-train.txt"):
         assert f"file resources/{path}" in paper.stderr, paper.stderr
+
+
+def test_a_replaced_local_corpus_file_reruns_its_tokenisation(finished_copy, tmp_path):
+    """Local corpus files are inputs of the rule that tokenises them: a newer file reruns that rule and its
+    dependants, an untouched one nothing."""
+    corpus = tmp_path / "ptb.test.txt"
+    corpus.write_text("the cat sat on the mat .\n" * 50)
+    config = write_config(tmp_path / "local.yaml", lambda c: c["zero_shot"]["datasets"].update(
+        local={"corpus": "ptb", "path": [str(corpus)]}))
+    root = tmp_path / "repo"
+    shutil.copytree(finished_copy, root, symlinks=True)
+    finish_everything(root, root / "Snakefile", "--configfile", str(config))
+    assert planned_jobs(root, "--configfile", str(config), snakefile=root / "Snakefile") == {}
+    corpus.write_text("a new corpus .\n" * 50)
+    later = time.time() + 10
+    os.utime(corpus, (later, later))
+    jobs = planned_jobs(root, "--configfile", str(config), snakefile=root / "Snakefile")
+    assert jobs.get("prepare_eval") == 1 and jobs.get("zero_shot") == 2 and "prepare_train" not in jobs, jobs
 
 
 def test_gpt2_hub_results_record_the_resolved_commit(tmp_path):

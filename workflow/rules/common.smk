@@ -145,6 +145,12 @@ MODEL_PRESETS = {"sedd": tuple(SEDD_PRESETS), "gpt2": tuple(GPT2_PRESETS)}
 WEBTEXT_URL = "https://openaipublic.azureedge.net/gpt-2/output-dataset/v1/webtext.test.jsonl"
 
 
+def local_files(spec) -> list:
+    """The local files a corpus spec names by `path:`: declared as the preparing rule's inputs, so that replacing one
+    (a newer file) reruns its tokenisation and what depends on it."""
+    return list(spec.get("path", [])) if isinstance(spec, dict) else []
+
+
 def check_config():
     """Settings that pass the schema and `snakemake -n` but would fail at job time: refuse them now."""
     if JUDGE not in MODELS or MODELS[JUDGE]["kind"] != "gpt2":

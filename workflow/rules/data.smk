@@ -3,6 +3,8 @@ packed into blocks by `pysedd prepare`; plus the local lm-eval task files and MA
 
 
 rule prepare_train:
+    input:
+        local=local_files(config["data"]),
     output:
         manifest=f"{RESULTS}/data/train/manifest.json",
     params:
@@ -25,6 +27,8 @@ rule prepare_train:
 
 
 rule prepare_eval:
+    input:
+        local=lambda wc: local_files(config["zero_shot"]["datasets"][wc.dataset]),
     output:
         manifest=f"{RESULTS}/data/eval/{{dataset}}/manifest.json",
     params:
@@ -76,6 +80,7 @@ rule prompts:
     input:
         stale_check=force_stale,
         manifest=lambda wc: rules.prepare_train.output.manifest if config["mauve"]["prompts"]["source"] == "heldout" else [],
+        file=lambda wc: [config["mauve"]["prompts"]["path"]] if config["mauve"]["prompts"]["source"] == "file" else [],
     output:
         f"{RESULTS}/data/prompts.jsonl",
     params:

@@ -51,6 +51,8 @@ if DISTILL is not None and FRONTIER is not None:
     if DISTILL["data"] != "train":
 
         rule prepare_distill:
+            input:
+                local=local_files(DISTILL["data"]),
             output:
                 manifest=f"{RESULTS}/data/distill/manifest.json",
             params:

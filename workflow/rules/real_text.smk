@@ -10,6 +10,7 @@ def real_text_spec():
 rule prepare_real_text:
     input:
         stale_check=force_stale,
+        local=lambda wc: local_files(real_text_spec()),
     output:
         manifest=f"{RESULTS}/data/real/{{name}}/manifest.json",
     params:
