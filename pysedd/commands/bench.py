@@ -185,7 +185,6 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     steps = [r for r in result["results"] if r["model"] == "sedd" and r["steps"]]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.errorbar([r["steps"] for r in steps], [r["mean_latency"] for r in steps], [r["std_latency"] for r in steps],

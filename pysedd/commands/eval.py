@@ -188,9 +188,10 @@ def _at_least(args, low: int, *names: str) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
 
 
-def _draws(paths: list[str], metas: list[dict]) -> dict:
-    """Which categorical draw made each sample file (`pysedd sample --categorical`; None for GPT-2's samples)."""
-    return {path: meta.get("categorical") for path, meta in zip(paths, metas)}
+def _draws(paths: list[str], loaded: list[tuple]) -> dict:
+    """Which categorical draw made each sample file (`pysedd sample --categorical`; None for GPT-2's samples), from
+    the (samples, meta, fingerprint) triples `load_samples` returned."""
+    return {path: meta.get("categorical") for path, (_, meta, _) in zip(paths, loaded)}
 
 
 def _model_info(lm) -> dict:
@@ -307,8 +308,9 @@ def run_gen_ppl(args) -> int:
     tokenizer = get_tokenizer(args.tokenizer)
     results = [gen_ppl.evaluate_samples(judge, s, meta, fp, settings, tokenizer, args.out, resume=not args.no_resume,
                                         progress=not args.quiet) for s, meta, fp in inputs]
+    protocol = {**gen_ppl.protocol(settings), "categorical": _draws(args.samples, inputs)}
     result = {"evaluation": "gen-ppl", "judge": _model_info(judge), "settings": dataclasses.asdict(settings),
-              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes}, "protocol": {**gen_ppl.protocol(settings), "categorical": _draws(args.samples, [m for _, m, _ in inputs])},
+              "modes": {m: gen_ppl.MODE_NAMES[m] for m in settings.modes}, "protocol": protocol,
               "results": {path: r for path, r in zip(args.samples, results)}}
     result["record"] = records.record("gen-ppl", [records.GenPPL(
         setting_name(r["samples"]["meta"], path), r["gen_ppl"], r["primary_mode"], records.stat(r["unigram_entropy"]))
@@ -350,7 +352,7 @@ def run_diversity(args) -> int:
                                                       "reference_split": args.split,
                                                       "repetition_ngram": args.repetition_ngram},
               "protocol": {**diversity.protocol(args.window, args.repetition_ngram),
-                           "categorical": _draws(args.samples, [m for _, m, _ in sample_sets])},
+                           "categorical": _draws(args.samples, sample_sets)},
               "results": entries}
     result["record"] = records.record("diversity", [records.Diversity(
         name, records.stat(m["unique_unigram_fraction"]), records.stat(m["unigram_entropy"]),
@@ -391,12 +393,10 @@ def run_mauve(args) -> int:
                                   progress=not args.quiet, tokenizer=tokenizer)
     if lm is not None:
         metrics["protocol"]["categorical"] = settings.categorical if lm.kind == "sedd" else None
-    else:
-        metrics["protocol"]["categorical"] = meta.get("categorical")
-    if lm is not None:
         setting = f"gen-{settings.canvas}" if lm.kind == "sedd" else "AR"
         name = f"{lm.source} ({setting})"
     else:  # from the samples' own record
+        metrics["protocol"]["categorical"] = meta.get("categorical")
         canvas = (meta.get("prompts") or {}).get("canvas")
         setting = f"gen-{canvas}" if meta.get("kind") == "sedd" and canvas else "AR" if meta.get("kind") == "gpt2" else "samples"
         name = f"{setting_name(meta, Path(args.samples).name)} ({setting})"

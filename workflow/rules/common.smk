@@ -161,7 +161,7 @@ def check_config():
     if isinstance(distill_data, dict):
         corpora.append(("distill.data", distill_data))
     for key, spec in corpora:
-        for path in spec.get("path", []):
+        for path in local_files(spec):
             if not os.path.isfile(path):
                 config_error(f"{key}.path", f"local corpus file {path} does not exist (fetch it on a login node, "
                              "see workflow/README.md, Offline compute nodes)")

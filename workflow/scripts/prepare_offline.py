@@ -53,14 +53,10 @@ def local_files(config: dict) -> list[str]:
     """Corpus files and directories the config names by path (they have no source to fetch from: they are checked)."""
     specs = [config["data"], *config["zero_shot"]["datasets"].values(), config.get("real_text"),
              (config.get("distill") or {}).get("data")]
-    found = [p for spec in specs if isinstance(spec, dict) for p in _paths(spec.get("path"))]
+    found = [p for spec in specs if isinstance(spec, dict) for p in spec.get("path", [])]
     if config["lm_eval"]["local_data"] not in ("hub", "heldout"):
         found.append(config["lm_eval"]["local_data"])
     return sorted(set(found))
-
-
-def _paths(value) -> list[str]:
-    return [value] if isinstance(value, str) else list(value or [])
 
 
 def fetch(need: dict) -> None:
